@@ -1,0 +1,118 @@
+//! Typed payloads of the well-known handles (serde + postcard).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ContextId;
+
+/// Sent by a parent as the first frame to a new child ([`crate::handles::CONFIGURE`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildConfig {
+    /// The child's own ID.
+    pub context_id: ContextId,
+    /// The child's name, e.g. `local.1`; the process is named `spore:<name>`.
+    pub name: String,
+    /// The parent's ID.
+    pub parent_id: ContextId,
+    /// All ancestors' IDs, nearest first, ending with the master.
+    pub parent_ids: Vec<ContextId>,
+    /// Maximum log level forwarded: 0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace.
+    pub log_level: u8,
+    /// Maximum message payload size, inherited down the tree.
+    pub max_message_size: u32,
+    /// Extra diagnostics (backtraces in remote errors, broker tracing).
+    pub debug: bool,
+    /// How long a child waits for running calls after SHUTDOWN before it
+    /// exits anyway, in milliseconds.
+    pub shutdown_grace_ms: u64,
+    /// The parent's build identity; the child refuses to run on a mismatch.
+    pub build_id: String,
+}
+
+/// Head of a CALL_FUNCTION payload; the postcard-encoded argument tuple follows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRequest<'a> {
+    /// Registered name of the function (`module::path::fn`).
+    #[serde(borrow)]
+    pub function: &'a str,
+}
+
+/// First byte of a call reply: the encoded result follows.
+pub const REPLY_OK: u8 = 0;
+/// First byte of a call reply: a postcard [`RemoteError`] follows.
+pub const REPLY_ERR: u8 = 1;
+
+/// What went wrong in a remote call, on the remote side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RemoteErrorKind {
+    /// The function returned `Err`.
+    Returned,
+    /// The function panicked.
+    Panicked,
+    /// No function of that name is registered in the context.
+    NoSuchFunction,
+    /// The arguments did not decode as the function's parameter types.
+    BadArguments,
+    /// The result could not be serialized.
+    Unserializable,
+    /// The reply would exceed the message-size limit.
+    TooLarge,
+}
+
+/// A failure inside a remote context, with everything needed to act on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteError {
+    /// Name of the context where it happened.
+    pub context: String,
+    /// The function that was called.
+    pub function: String,
+    /// What kind of failure.
+    pub kind: RemoteErrorKind,
+    /// Rust type of the error (`panic` for panics).
+    pub type_name: String,
+    /// The error's message (`Display`).
+    pub message: String,
+    /// Messages of the error's `source()` chain, outermost first.
+    pub chain: Vec<String>,
+    /// `file:line:column` of a panic, when known.
+    pub location: Option<String>,
+    /// A captured backtrace, when enabled (debug flag or `RUST_BACKTRACE`).
+    pub backtrace: Option<String>,
+}
+
+/// Where a forwarded line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogOrigin {
+    /// A `tracing` event.
+    Tracing,
+    /// A line the context wrote to its stdout.
+    Stdout,
+    /// A line the context wrote to its stderr.
+    Stderr,
+}
+
+/// Payload of [`crate::handles::FORWARD_LOG`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Where it came from.
+    pub origin: LogOrigin,
+    /// 1 error .. 5 trace (as in [`ChildConfig::log_level`]).
+    pub level: u8,
+    /// The event's target (module path) in the child.
+    pub target: String,
+    /// The message, with the event's other fields appended as `key=value`.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_request_borrows_and_leaves_the_arguments() {
+        let mut buf = postcard::to_stdvec(&CallRequest { function: "m::f" }).unwrap();
+        buf.extend_from_slice(&[1, 2, 3]);
+        let (req, rest): (CallRequest, _) = postcard::take_from_bytes(&buf).unwrap();
+        assert_eq!(req.function, "m::f");
+        assert_eq!(rest, &[1, 2, 3]);
+    }
+}
