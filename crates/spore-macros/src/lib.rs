@@ -1,0 +1,178 @@
+//! Procedural macros for spore. Use them through the `spore` crate.
+//!
+//! `#[spore::remote]` registers a function at compile time so that any
+//! context running the same build can be asked to run it. See the `spore`
+//! crate's documentation of `remote` for the full contract.
+
+use proc_macro::TokenStream;
+use proc_macro2::Span;
+use quote::{format_ident, quote};
+use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type, parse_macro_input, spanned::Spanned};
+
+/// Registers a function so other contexts can call it. See `spore::remote`.
+#[proc_macro_attribute]
+pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return syn::Error::new(
+            Span::call_site(),
+            "#[spore::remote] takes no arguments",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let func = parse_macro_input!(item as ItemFn);
+    match expand(func) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn expand(func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
+    let sig = &func.sig;
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "a #[spore::remote] function cannot be generic: its name must identify one concrete function",
+        ));
+    }
+    if sig.variadic.is_some() || sig.unsafety.is_some() || sig.abi.is_some() {
+        return Err(syn::Error::new(
+            sig.span(),
+            "a #[spore::remote] function must be a plain (optionally async) Rust fn",
+        ));
+    }
+    let mut arg_types = Vec::new();
+    let mut arg_names = Vec::new();
+    for (i, input) in sig.inputs.iter().enumerate() {
+        match input {
+            FnArg::Receiver(r) => {
+                return Err(syn::Error::new(
+                    r.span(),
+                    "a #[spore::remote] function cannot take self",
+                ));
+            }
+            FnArg::Typed(pt) => {
+                if let Type::Reference(r) = &*pt.ty {
+                    return Err(syn::Error::new(
+                        r.span(),
+                        "arguments of a #[spore::remote] function must be owned (they are deserialized); use String instead of &str, Vec<T> instead of &[T]",
+                    ));
+                }
+                let name = match &*pt.pat {
+                    Pat::Ident(pi) => pi.ident.clone(),
+                    _ => format_ident!("__spore_arg{}", i),
+                };
+                arg_names.push(format_ident!("__spore_a{}_{}", i, name));
+                arg_types.push((*pt.ty).clone());
+            }
+        }
+    }
+
+    let vis = &func.vis;
+    let name = &sig.ident;
+    let attrs = &func.attrs;
+    let is_async = sig.asyncness.is_some();
+    let ret_ty: Type = match &sig.output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, t) => (**t).clone(),
+    };
+    let fallible = returns_result(&ret_ty);
+
+    let impl_name = format_ident!("__spore_impl_{}", name);
+    let marker = format_ident!("__spore_remote_{}", name);
+    let entry = Ident::new(&format!("__SPORE_ENTRY_{name}"), name.span());
+
+    let mut impl_fn = func.clone();
+    impl_fn.sig.ident = impl_name.clone();
+    impl_fn.vis = syn::Visibility::Inherited;
+    impl_fn.attrs.retain(|a| !a.path().is_ident("doc"));
+
+    let output_ty = if fallible {
+        quote!(<#ret_ty as ::spore::__private::RemoteResult>::Ok)
+    } else {
+        quote!(#ret_ty)
+    };
+    let encode = if fallible {
+        quote!(::spore::__private::encode_result::<#ret_ty>)
+    } else {
+        quote!(::spore::__private::encode_value::<#ret_ty>)
+    };
+    let fn_ptr_ty = if is_async {
+        quote!(fn(#(#arg_types),*) -> ::spore::__private::BoxFuture<#ret_ty>)
+    } else {
+        quote!(fn(#(#arg_types),*) -> #ret_ty)
+    };
+    let fn_ptr_value = if is_async {
+        quote!(|#(#arg_names),*| ::std::boxed::Box::pin(#impl_name(#(#arg_names),*)))
+    } else {
+        quote!(#impl_name)
+    };
+    let invoke = if is_async {
+        quote! {
+            ::spore::__private::Invoke::Async(|__args| {
+                ::std::boxed::Box::pin(async move {
+                    let (#(#arg_names,)*): (#(#arg_types,)*) =
+                        ::spore::__private::decode_args(<#marker as ::spore::RemoteFunction>::NAME, &__args)?;
+                    #encode(#impl_name(#(#arg_names),*).await)
+                })
+            })
+        }
+    } else {
+        quote! {
+            ::spore::__private::Invoke::Blocking(|__args| {
+                let (#(#arg_names,)*): (#(#arg_types,)*) =
+                    ::spore::__private::decode_args(<#marker as ::spore::RemoteFunction>::NAME, __args)?;
+                #encode(#impl_name(#(#arg_names),*))
+            })
+        }
+    };
+
+    Ok(quote! {
+        #impl_fn
+
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug)]
+        #vis struct #marker { _private: () }
+
+        #(#attrs)*
+        #[allow(non_upper_case_globals)]
+        #vis const #name: #marker = #marker { _private: () };
+
+        impl ::core::ops::Deref for #marker {
+            type Target = #fn_ptr_ty;
+            fn deref(&self) -> &Self::Target {
+                const F: #fn_ptr_ty = #fn_ptr_value;
+                &F
+            }
+        }
+
+        impl ::spore::RemoteFunction for #marker {
+            type Args = (#(#arg_types,)*);
+            type Output = #output_ty;
+            const NAME: &'static str = ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name));
+        }
+
+        #[::spore::__private::linkme::distributed_slice(::spore::__private::REMOTE_FUNCTIONS)]
+        #[linkme(crate = ::spore::__private::linkme)]
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals)]
+        static #entry: ::spore::__private::RemoteEntry = ::spore::__private::RemoteEntry {
+            name: <#marker as ::spore::RemoteFunction>::NAME,
+            invoke: #invoke,
+        };
+    })
+}
+
+/// Whether the declared return type is spelled `...::Result<..>`; such
+/// functions report `Err` as a remote error instead of serializing it.
+fn returns_result(ty: &Type) -> bool {
+    match ty {
+        Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "Result"),
+        _ => false,
+    }
+}

@@ -1,0 +1,120 @@
+//! Test fixtures for spore: remote functions for tests, a router factory
+//! that uses the `spore-fixture` image, and process helpers.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use spore::{OutputStream, Router};
+
+pub mod funcs;
+
+/// Builds routers whose children run the fixture image, and records what
+/// their children print.
+#[derive(Clone)]
+pub struct Fixture {
+    image: String,
+    /// Every output line received: (context, stream, line).
+    pub output: Arc<Mutex<Vec<(String, OutputStream, String)>>>,
+}
+
+impl Fixture {
+    /// `image` is `env!("CARGO_BIN_EXE_spore-fixture")` of the calling test.
+    pub fn new(image: &str) -> Self {
+        Self {
+            image: image.to_owned(),
+            output: Arc::default(),
+        }
+    }
+
+    /// A router builder with the fixture image and output capture.
+    pub fn builder(&self) -> spore::RouterBuilder {
+        let out = self.output.clone();
+        Router::builder()
+            .image(&self.image)
+            .connect_timeout(Duration::from_secs(20))
+            .on_output(move |l| {
+                out.lock()
+                    .unwrap()
+                    .push((l.context.to_owned(), l.stream, l.line.to_owned()))
+            })
+    }
+
+    /// A router with defaults.
+    pub fn router(&self) -> Router {
+        self.builder().build().expect("router")
+    }
+
+    /// Lines captured so far from `context` on `stream`.
+    pub fn lines(&self, context: &str, stream: OutputStream) -> Vec<String> {
+        self.output
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(c, s, _)| c == context && *s == stream)
+            .map(|(_, _, l)| l.clone())
+            .collect()
+    }
+
+    /// Waits up to `timeout` for `pred` over the captured lines of `context`.
+    pub fn wait_lines(
+        &self,
+        context: &str,
+        stream: OutputStream,
+        timeout: Duration,
+        pred: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lines = self.lines(context, stream);
+            if pred(&lines) || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X"))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether `pid` exists at all, zombie or not.
+pub fn pid_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits until `pid` is gone (or a zombie); returns how long it took, or
+/// `None` if it was still alive after `timeout`.
+pub fn wait_gone(pid: u32, timeout: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if !pid_alive(pid) {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    None
+}
+
+/// The name a process gave itself (`/proc/<pid>/comm`) and its command line.
+pub fn proc_names(pid: u32) -> (String, String) {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    (comm.trim_end().to_owned(), cmdline.trim_end().to_owned())
+}
+
+/// Sent by the fixture's `master` mode on stdout: the child it started.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MasterReport {
+    /// The child's pid.
+    pub child_pid: u32,
+}

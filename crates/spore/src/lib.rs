@@ -1,0 +1,130 @@
+//! spore: programs that start copies of themselves as child *contexts* —
+//! here as local processes, later over ssh, sudo and containers — with
+//! nothing installed on the target, and call their own functions in them.
+//!
+//! ```no_run
+//! #[spore::remote]
+//! fn add(a: i32, b: i32) -> i32 {
+//!     a + b
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     spore::init(); // in a child, this never returns
+//!     let router = spore::Router::new()?;
+//!     let ctx = router.local().await?;
+//!     assert_eq!(ctx.call(add, (2, 3)).await?, 5);
+//!     router.shutdown().await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! How it works: [`Router::local`] starts this same executable as a child
+//! (directly, or through a POSIX-shell first stage that receives the image
+//! over stdin and runs it from memory). Parent and child then speak framed
+//! messages over the child's stdin/stdout ([`spore_proto`]). A call is a
+//! CALL_FUNCTION message naming a function registered with
+//! [`macro@remote`]; the reply comes back to a handle of the caller.
+//! Children forward their `tracing` events and their stdout/stderr lines to
+//! the master, and exit as soon as their parent's stream closes.
+//!
+//! See docs/ARCHITECTURE.md for the design and its invariants.
+#![warn(missing_docs)]
+
+extern crate self as spore;
+
+mod bootstrap;
+pub mod builtins;
+mod call;
+mod error;
+mod logging;
+mod router;
+mod stream;
+mod sys;
+
+pub use bootstrap::{FIRST_STAGE, LocalConnect};
+pub use call::{CallError, RemoteFunction, RemoteResult, registered_functions};
+pub use error::ConnectError;
+pub use router::{Context, OutputLine, OutputStream, PendingCall, Router, RouterBuilder};
+pub use spore_proto::ContextId;
+pub use spore_proto::messages::{RemoteError, RemoteErrorKind};
+
+/// Registers a function so that other contexts running this build can call it.
+///
+/// The function must not be generic and its arguments must be owned,
+/// serde-serializable types; its result must be serializable. If its return
+/// type is spelled `Result<T, E>` (any path ending in `Result`), an `Err` is
+/// sent back as a [`CallError::Remote`] carrying the error's type, message
+/// and `source()` chain, and the caller receives `T`. `async fn`s run as
+/// tasks on the context's worker runtime; other functions run on its bounded
+/// blocking pool. A panic is caught and reported with its location; the
+/// context keeps serving.
+///
+/// The function stays callable locally as before (`add(1, 2)`); its name
+/// also works as the first argument of [`Context::call`].
+///
+/// ```
+/// #[spore::remote]
+/// fn add(a: i32, b: i32) -> i32 { a + b }
+///
+/// #[spore::remote]
+/// async fn read(path: String) -> Result<String, std::io::Error> {
+///     std::fs::read_to_string(path)
+/// }
+///
+/// assert_eq!(add(1, 2), 3);
+/// # use spore::RemoteFunction;
+/// # fn name_of<F: RemoteFunction>(_: F) -> &'static str { F::NAME }
+/// assert!(name_of(add).ends_with("::add"));
+/// ```
+pub use spore_macros::remote;
+
+/// Call first in `main`. In a process started as a spore context this runs
+/// the context and never returns (the rest of `main` is never run there);
+/// in the program the user started, it returns at once.
+///
+/// It also answers the first stage's `--spore-probe` check.
+pub fn init() {
+    let mut args = std::env::args_os();
+    let _argv0 = args.next();
+    match args.next() {
+        Some(a) if a == spore_proto::handshake::CHILD_ARG => bootstrap::child::run(),
+        Some(a) if a == spore_proto::handshake::PROBE_ARG => {
+            println!("{}", spore_proto::handshake::PROBE_REPLY);
+            std::process::exit(0)
+        }
+        _ => {}
+    }
+}
+
+/// Whether this process is running as a child context.
+pub fn is_child() -> bool {
+    bootstrap::child::inner().is_some()
+}
+
+/// This build's identity, checked at handshake: every context of a tree
+/// must run the same build.
+pub fn build_id() -> String {
+    format!("{}-p{}", env!("CARGO_PKG_VERSION"), spore_proto::PROTOCOL_VERSION)
+}
+
+/// Ways to make a bootstrap misbehave, for testing the error paths.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Never send the payload after SPORE-READY.
+    NeverFeed,
+    /// Send half the announced payload, then close the stream.
+    TruncatePayload,
+    /// Send garbage instead of the payload header line.
+    GarbageHeader,
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::call::{
+        BoxFuture, Failure, Invoke, REMOTE_FUNCTIONS, RemoteEntry, RemoteResult, decode_args,
+        encode_result, encode_value,
+    };
+    pub use linkme;
+}

@@ -1,0 +1,159 @@
+//! Remote functions the tests call in fixture contexts.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[spore::remote]
+pub fn add(a: i32, b: i32) -> i32 {
+    a + b
+}
+
+#[spore::remote]
+pub fn greet(name: String, times: u32) -> Vec<String> {
+    (0..times).map(|i| format!("hello {name} #{i}")).collect()
+}
+
+#[spore::remote]
+pub async fn async_echo(s: String, delay_ms: u64) -> String {
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    s
+}
+
+#[spore::remote]
+pub fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("config file is broken")]
+pub struct ConfigError {
+    #[source]
+    source: std::io::Error,
+}
+
+#[spore::remote]
+pub fn fails_with_chain() -> Result<u32, ConfigError> {
+    Err(ConfigError {
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file: /etc/x.conf"),
+    })
+}
+
+#[spore::remote]
+pub fn panics(msg: String) -> u32 {
+    panic!("deliberate: {msg}")
+}
+
+#[spore::remote]
+pub async fn panics_async() -> u32 {
+    panic!("deliberate async panic")
+}
+
+/// Serializes to an error: postcard needs sequence lengths.
+#[derive(Debug)]
+pub struct Unserializable;
+
+impl Serialize for Unserializable {
+    fn serialize<S: serde::Serializer>(&self, _s: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("Unserializable refuses to serialize"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Unserializable {
+    fn deserialize<D: serde::Deserializer<'de>>(_d: D) -> Result<Self, D::Error> {
+        Ok(Unserializable)
+    }
+}
+
+#[spore::remote]
+pub fn unserializable() -> Unserializable {
+    Unserializable
+}
+
+#[spore::remote]
+pub fn takes_string(s: String) -> usize {
+    s.len()
+}
+
+#[spore::remote]
+pub fn bytes_of(n: u64) -> serde_bytes::ByteBuf {
+    serde_bytes::ByteBuf::from(vec![0xA5u8; n as usize])
+}
+
+#[spore::remote]
+pub fn len_of(b: serde_bytes::ByteBuf) -> u64 {
+    b.len() as u64
+}
+
+#[spore::remote]
+pub fn print_lines(n: u32, tag: String) -> u32 {
+    for i in 0..n {
+        println!("{tag} line {i}");
+    }
+    n
+}
+
+#[spore::remote]
+pub fn write_stdout(n: u64) -> u64 {
+    use std::io::Write;
+    let buf = vec![b'x'; n as usize];
+    let mut out = std::io::stdout().lock();
+    out.write_all(&buf).unwrap();
+    out.write_all(b"\n").unwrap();
+    out.flush().unwrap();
+    n
+}
+
+#[spore::remote]
+pub fn eprint(msg: String) {
+    eprintln!("{msg}");
+}
+
+#[spore::remote]
+pub fn read_stdin() -> Result<usize, std::io::Error> {
+    use std::io::Read;
+    let mut v = Vec::new();
+    std::io::stdin().read_to_end(&mut v)?;
+    Ok(v.len())
+}
+
+#[spore::remote]
+pub fn exit_now(code: i32) {
+    std::process::exit(code)
+}
+
+#[spore::remote]
+pub fn log_event(level: String, msg: String) {
+    match level.as_str() {
+        "error" => tracing::error!(answer = 42, "{msg}"),
+        "warn" => tracing::warn!("{msg}"),
+        "info" => tracing::info!("{msg}"),
+        "debug" => tracing::debug!("{msg}"),
+        _ => tracing::trace!("{msg}"),
+    }
+}
+
+#[spore::remote]
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+#[spore::remote]
+pub fn open_fds() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| {
+                let e = e.ok()?;
+                let target = std::fs::read_link(e.path()).ok()?;
+                Some(format!("{}->{}", e.file_name().to_string_lossy(), target.display()))
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}

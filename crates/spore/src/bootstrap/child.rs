@@ -1,0 +1,438 @@
+//! The child's side: what `spore::init()` runs when the image was started
+//! as a context. It never returns.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use spore_proto::messages::{CallRequest, ChildConfig, LogOrigin, LogRecord, RemoteError, RemoteErrorKind};
+use spore_proto::{Frame, HEADER_LEN, Header, MASTER_ID, handles};
+use tokio::sync::Notify;
+
+use crate::call::{self, Failure, Invoke};
+use crate::router::{Inner, Settings};
+use crate::{stream, sys};
+
+/// The parent's stream always has this ID in a child.
+const PARENT_STREAM: u32 = 0;
+/// Largest CONFIGURE payload accepted.
+const MAX_CONFIG: u32 = 1 << 20;
+
+/// State only a child has.
+struct ChildState {
+    inner: Arc<Inner>,
+    inflight: AtomicUsize,
+    idle: Notify,
+    cfg: ChildConfig,
+}
+
+static CHILD: OnceLock<ChildState> = OnceLock::new();
+
+fn fatal(msg: impl std::fmt::Display) -> ! {
+    let _ = writeln!(std::io::stderr(), "spore child: {msg}");
+    std::process::exit(70)
+}
+
+/// Reads exactly `n` bytes from fd 0, never more: what follows belongs to
+/// the frame stream.
+fn read_exact_stdin(n: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match rustix::io::read(rustix::stdio::stdin(), &mut buf[got..]) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("stream ended after {got} of {n} bytes"),
+                ));
+            }
+            Ok(k) => got += k,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(buf)
+}
+
+fn read_config() -> ChildConfig {
+    let head = read_exact_stdin(HEADER_LEN).unwrap_or_else(|e| fatal(format!("reading the config frame: {e}")));
+    let header = Header::parse(&head).unwrap_or_else(|e| fatal(format!("config frame: {e}")));
+    if header.handle != handles::CONFIGURE || header.len > MAX_CONFIG {
+        fatal(format!(
+            "expected a CONFIGURE frame of at most {MAX_CONFIG} bytes, got handle {} with {} bytes",
+            header.handle, header.len
+        ));
+    }
+    let body = read_exact_stdin(header.len as usize).unwrap_or_else(|e| fatal(format!("reading the config: {e}")));
+    postcard::from_bytes(&body).unwrap_or_else(|e| fatal(format!("undecodable config: {e}")))
+}
+
+/// Runs this process as a child context. Never returns.
+pub(crate) fn run() -> ! {
+    let cfg = read_config();
+    if cfg.build_id != crate::build_id() {
+        fatal(format!(
+            "parent build {} differs from this image's build {}",
+            cfg.build_id,
+            crate::build_id()
+        ));
+    }
+    sys::set_process_name(&format!("spore:{}", cfg.name));
+
+    // Move the stream off fds 0 and 1 (close-on-exec, so user subprocesses
+    // never inherit it), give user code /dev/null as stdin and a pipe as
+    // stdout that the I/O loop forwards. stderr stays as it is: a pipe the
+    // parent reads directly, so even a crash's last words get out.
+    let setup = || -> std::io::Result<(OwnedFd, OwnedFd, OwnedFd)> {
+        let stream_in = rustix::io::fcntl_dupfd_cloexec(rustix::stdio::stdin(), 3)?;
+        let stream_out = rustix::io::fcntl_dupfd_cloexec(rustix::stdio::stdout(), 3)?;
+        let null = rustix::fs::open("/dev/null", rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())?;
+        rustix::stdio::dup2_stdin(&null)?;
+        let (cap_r, cap_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        rustix::stdio::dup2_stdout(&cap_w)?;
+        Ok((stream_in, stream_out, cap_r))
+    };
+    let (stream_in, stream_out, capture) = setup().unwrap_or_else(|e| fatal(format!("setting up stdio: {e}")));
+
+    let logs = crate::logging::install_forwarder(cfg.log_level);
+    install_panic_hook();
+    tracing::debug!(pid = std::process::id(), "context {} starting", cfg.name);
+
+    let io_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fatal(format!("I/O runtime: {e}")));
+    let worker_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .thread_name("spore-worker")
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fatal(format!("worker runtime: {e}")));
+
+    // Confirm: from here on only frames flow on the stream.
+    let up = spore_proto::handshake::up_line(&crate::build_id());
+    if let Err(e) = rustix::io::write(&stream_out, up.as_bytes()) {
+        fatal(format!("writing SPORE-UP: {e}"));
+    }
+
+    let settings = Settings {
+        max_message_size: cfg.max_message_size,
+        shutdown_grace: Duration::from_millis(cfg.shutdown_grace_ms),
+        debug: cfg.debug,
+        ..Settings::default()
+    };
+    let inner = Inner::new(
+        cfg.context_id,
+        cfg.name.clone(),
+        cfg.parent_ids.clone(),
+        Some(PARENT_STREAM),
+        settings,
+        io_rt.handle().clone(),
+        Some(worker_rt.handle().clone()),
+        None,
+    );
+    inner.add_internal(handles::CALL_FUNCTION, on_call);
+    inner.add_internal(handles::SHUTDOWN, on_shutdown);
+    let max = cfg.max_message_size;
+    let state = ChildState {
+        inner: inner.clone(),
+        inflight: AtomicUsize::new(0),
+        idle: Notify::new(),
+        cfg,
+    };
+    if CHILD.set(state).is_err() {
+        fatal("child state initialised twice");
+    }
+
+    io_rt.block_on(async move {
+        let fd_in = stream::async_fd(stream_in).unwrap_or_else(|e| fatal(format!("stream: {e}")));
+        let fd_out = stream::async_fd(stream_out).unwrap_or_else(|e| fatal(format!("stream: {e}")));
+        let writer = stream::spawn_writer(fd_out, Bytes::new(), "parent".to_owned());
+        inner.add_stream(PARENT_STREAM, writer);
+        tokio::spawn(crate::logging::forward_logs(inner.clone(), logs));
+        let capture = stream::async_fd(capture).unwrap_or_else(|e| fatal(format!("stdout capture: {e}")));
+        tokio::spawn(forward_stdout(inner.clone(), capture));
+        let ev_inner = inner.clone();
+        let end = stream::read_frames(fd_in, BytesMut::new(), max, move |ev| ev_inner.on_event(ev, PARENT_STREAM)).await;
+        // The parent is gone (or sent garbage): nobody is left to serve.
+        if let stream::StreamEnd::Corrupt(e) = &end {
+            let _ = writeln!(std::io::stderr(), "spore child {}: {e}; exiting", inner.name);
+        }
+        std::process::exit(0)
+    })
+}
+
+thread_local! {
+    /// Set by the panic hook while a call runs on this thread.
+    static PANIC: RefCell<Option<(String, Option<String>, Option<String>)>> = const { RefCell::new(None) };
+    static IN_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !IN_CALL.get() {
+            return default(info);
+        }
+        let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
+            (*s).to_owned()
+        } else if let Some(s) = info.payload().downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "panic with a non-string payload".to_owned()
+        };
+        let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        let debug = CHILD.get().is_some_and(|c| c.cfg.debug);
+        let bt = std::backtrace::Backtrace::capture();
+        let bt = if debug || bt.status() == std::backtrace::BacktraceStatus::Captured {
+            Some(if debug { std::backtrace::Backtrace::force_capture().to_string() } else { bt.to_string() })
+        } else {
+            None
+        };
+        PANIC.with(|p| *p.borrow_mut() = Some((msg, location, bt)));
+    }));
+}
+
+fn panic_failure() -> (Failure, Option<String>, Option<String>) {
+    let (msg, loc, bt) = PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| ("panic".to_owned(), None, None));
+    (
+        Failure {
+            kind: RemoteErrorKind::Panicked,
+            type_name: "panic".to_owned(),
+            message: msg,
+            chain: Vec::new(),
+        },
+        loc,
+        bt,
+    )
+}
+
+/// Runs `f` marked as "in a call", so the panic hook records instead of printing.
+fn in_call<R>(f: impl FnOnce() -> R) -> R {
+    let was = IN_CALL.replace(true);
+    let r = f();
+    IN_CALL.set(was);
+    r
+}
+
+type Outcome = Result<Vec<u8>, (Failure, Option<String>, Option<String>)>;
+
+/// CALL_FUNCTION: look the function up and run it off the I/O loop.
+fn on_call(inner: &Arc<Inner>, frame: Frame) {
+    let Some(state) = CHILD.get() else { return };
+    let header = frame.header;
+    if inner.shutting_down.load(Ordering::SeqCst) {
+        let reason = format!("{} is shutting down", inner.name);
+        if let Some(dead) = Frame::dead_reply(&header, inner.my_id, &reason) {
+            inner.route(dead);
+        }
+        return;
+    }
+    let (function, args) = match postcard::take_from_bytes::<CallRequest>(&frame.payload) {
+        Ok((req, rest)) => {
+            let offset = frame.payload.len() - rest.len();
+            (req.function.to_owned(), frame.payload.slice(offset..))
+        }
+        Err(e) => {
+            let failure = Failure {
+                kind: RemoteErrorKind::BadArguments,
+                type_name: "CallRequest".to_owned(),
+                message: format!("undecodable call request: {e}"),
+                chain: Vec::new(),
+            };
+            reply(inner, &header, "?", Err((failure, None, None)));
+            return;
+        }
+    };
+    let Some(entry) = call::lookup(&function) else {
+        let failure = Failure {
+            kind: RemoteErrorKind::NoSuchFunction,
+            type_name: "NoSuchFunction".to_owned(),
+            message: format!("no such function {function} in {}", inner.name),
+            chain: Vec::new(),
+        };
+        reply(inner, &header, &function, Err((failure, None, None)));
+        return;
+    };
+    let worker = inner.worker.clone().expect("children have a worker runtime");
+    state.inflight.fetch_add(1, Ordering::SeqCst);
+    let inner = inner.clone();
+    match &entry.invoke {
+        Invoke::Blocking(f) => {
+            let f = *f;
+            worker.spawn_blocking(move || {
+                let out = in_call(|| std::panic::catch_unwind(AssertUnwindSafe(|| f(&args))));
+                finish_call(&inner, &header, &function, flatten(out));
+            });
+        }
+        Invoke::Async(f) => {
+            let fut = f(args);
+            worker.spawn(async move {
+                let out = AssertUnwindSafe(InCall(fut)).catch_unwind().await;
+                finish_call(&inner, &header, &function, flatten(out));
+            });
+        }
+    }
+}
+
+/// Polls a future with the "in a call" flag set on the polling thread.
+struct InCall<F>(F);
+
+impl<F: std::future::Future + Unpin> std::future::Future for InCall<F> {
+    type Output = F::Output;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        in_call(|| std::pin::Pin::new(&mut self.0).poll(cx))
+    }
+}
+
+fn flatten(out: std::thread::Result<Result<Vec<u8>, Failure>>) -> Outcome {
+    match out {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(f)) => Err((f, None, None)),
+        Err(_) => Err(panic_failure()),
+    }
+}
+
+fn finish_call(inner: &Arc<Inner>, header: &Header, function: &str, out: Outcome) {
+    reply(inner, header, function, out);
+    if let Some(state) = CHILD.get() {
+        if state.inflight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            state.idle.notify_waiters();
+        }
+    }
+}
+
+fn reply(inner: &Arc<Inner>, header: &Header, function: &str, out: Outcome) {
+    let max = inner.settings.max_message_size as usize;
+    let payload = match out {
+        Ok(v) if v.len() <= max => v,
+        Ok(v) => call::encode_error(&remote_error(
+            inner,
+            function,
+            Failure {
+                kind: RemoteErrorKind::TooLarge,
+                type_name: "TooLarge".to_owned(),
+                message: format!("the reply {}", spore_proto::too_large_reason(v.len() as u64, max as u32)),
+                chain: Vec::new(),
+            },
+            None,
+            None,
+        )),
+        Err((failure, loc, bt)) => {
+            if header.reply_to == 0 {
+                tracing::warn!("{function} (called without reply) failed: {}: {}", failure.type_name, failure.message);
+                return;
+            }
+            call::encode_error(&remote_error(inner, function, failure, loc, bt))
+        }
+    };
+    if header.reply_to == 0 {
+        return;
+    }
+    let frame = Frame::new(Header::new(header.src, inner.my_id, header.reply_to), payload);
+    inner.route(frame);
+}
+
+fn remote_error(inner: &Inner, function: &str, f: Failure, location: Option<String>, backtrace: Option<String>) -> RemoteError {
+    RemoteError {
+        context: inner.name.clone(),
+        function: function.to_owned(),
+        kind: f.kind,
+        type_name: f.type_name,
+        message: f.message,
+        chain: f.chain,
+        location,
+        backtrace,
+    }
+}
+
+/// SHUTDOWN: stop taking calls, pass it on, let running calls finish within
+/// the grace period, flush output, exit.
+fn on_shutdown(inner: &Arc<Inner>, frame: Frame) {
+    if frame.header.src != inner.parent_ids.first().copied().unwrap_or(MASTER_ID) && frame.header.src != inner.my_id {
+        tracing::warn!("ignored SHUTDOWN from context {}, which is not my parent", frame.header.src);
+        return;
+    }
+    if inner.shutting_down.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let grace = inner.settings.shutdown_grace;
+    // Whatever user code does, the process ends after the grace period.
+    std::thread::spawn(move || {
+        std::thread::sleep(grace);
+        std::process::exit(0);
+    });
+    inner.shutdown_children();
+    let inner = inner.clone();
+    inner.rt.clone().spawn(async move {
+        if let Some(state) = CHILD.get() {
+            loop {
+                let idle = state.idle.notified();
+                if state.inflight.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                idle.await;
+            }
+        }
+        inner.fail_all_handles(&format!("{} shut down", inner.name));
+        // Close our stdout so the capture reader drains and ends.
+        let _ = std::io::stdout().flush();
+        if let Ok(null) = rustix::fs::open("/dev/null", rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty()) {
+            let _ = rustix::stdio::dup2_stdout(&null);
+        }
+        STDOUT_DONE.notified().await;
+        crate::logging::flush_logs().await;
+        // Drop the stream so its writer flushes what is queued and closes.
+        if let Some(w) = inner.take_stream(PARENT_STREAM) {
+            w.closed().await;
+        }
+        std::process::exit(0);
+    });
+}
+
+static STDOUT_DONE: Notify = Notify::const_new();
+
+/// Forwards what user code writes to stdout, line by line, to the master.
+async fn forward_stdout(inner: Arc<Inner>, fd: tokio::io::unix::AsyncFd<OwnedFd>) {
+    let mut buf = BytesMut::new();
+    loop {
+        let n = stream::read_some(&fd, &mut buf, stream::READ_CHUNK).await;
+        let eof = !matches!(n, Ok(k) if k > 0);
+        while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            let line = buf.split_to(pos + 1);
+            send_line(&inner, LogOrigin::Stdout, &line[..pos]);
+        }
+        while buf.len() >= crate::logging::MAX_LINE_PIECE || (eof && !buf.is_empty()) {
+            let piece = buf.split_to(buf.len().min(crate::logging::MAX_LINE_PIECE));
+            send_line(&inner, LogOrigin::Stdout, &piece);
+        }
+        if eof {
+            STDOUT_DONE.notify_one();
+            return;
+        }
+    }
+}
+
+/// Sends one output line to the master as a FORWARD_LOG record.
+pub(crate) fn send_line(inner: &Arc<Inner>, origin: LogOrigin, line: &[u8]) {
+    let rec = LogRecord {
+        origin,
+        level: 3,
+        target: String::new(),
+        message: String::from_utf8_lossy(line).into_owned(),
+    };
+    crate::logging::send_record(inner, &rec);
+}
+
+/// The child's router, when this process is a child context.
+pub(crate) fn inner() -> Option<&'static Arc<Inner>> {
+    CHILD.get().map(|c| &c.inner)
+}
+

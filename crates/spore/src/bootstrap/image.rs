@@ -1,0 +1,88 @@
+//! The executable image shipped to new contexts: this process's own
+//! executable, read once and zstd-compressed once per process.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+
+/// An image, raw and (lazily) compressed.
+pub(crate) struct Image {
+    pub(crate) path: PathBuf,
+    pub(crate) raw: Bytes,
+    compressed: OnceLock<Result<Bytes, String>>,
+}
+
+impl Image {
+    /// The image at `path` (default: `/proc/self/exe`), read once per process.
+    pub(crate) fn load(path: Option<&Path>) -> Result<Arc<Image>, String> {
+        static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<Image>>>> = OnceLock::new();
+        let path = path.map_or_else(|| PathBuf::from("/proc/self/exe"), Path::to_path_buf);
+        let mut cache = CACHE.get_or_init(Default::default).lock().unwrap();
+        if let Some(img) = cache.get(&path) {
+            return Ok(img.clone());
+        }
+        let raw = std::fs::read(&path)
+            .map_err(|e| format!("cannot read the image {}: {e}", path.display()))?;
+        let img = Arc::new(Image {
+            path: path.clone(),
+            raw: Bytes::from(raw),
+            compressed: OnceLock::new(),
+        });
+        cache.insert(path, img.clone());
+        Ok(img)
+    }
+
+    /// The zstd-compressed image (level 3), computed once.
+    pub(crate) fn compressed(&self) -> Result<Bytes, String> {
+        self.compressed
+            .get_or_init(|| {
+                let mut enc = zstd::bulk::Compressor::new(3).map_err(|e| e.to_string())?;
+                enc.compress(&self.raw)
+                    .map(Bytes::from)
+                    .map_err(|e| format!("cannot compress {}: {e}", self.path.display()))
+            })
+            .clone()
+    }
+
+    /// Whether the image is statically linked (no ELF PT_INTERP segment).
+    /// Only static images may run on other machines.
+    pub(crate) fn is_static(&self) -> bool {
+        is_static_elf(&self.raw)
+    }
+}
+
+/// True for a 64-bit little-endian ELF without a PT_INTERP program header.
+/// Anything unparseable counts as not static.
+pub(crate) fn is_static_elf(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
+    let u64_at = |o: usize| elf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+    if elf.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    (0..usize::from(phnum)).all(|i| {
+        let off = usize::try_from(phoff).unwrap_or(usize::MAX).saturating_add(i * usize::from(phentsize));
+        matches!(u32_at(off), Some(t) if t != PT_INTERP)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_binary_is_dynamic_and_garbage_is_not_static() {
+        let me = std::fs::read("/proc/self/exe").unwrap();
+        // cargo test builds for the gnu target: dynamically linked.
+        assert!(!is_static_elf(&me));
+        assert!(!is_static_elf(b"not an elf"));
+        assert!(!is_static_elf(&[]));
+    }
+}

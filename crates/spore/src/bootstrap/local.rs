@@ -1,0 +1,439 @@
+//! The `local` connection method: a child process on this machine, started
+//! either by exec'ing the image directly (the default, fastest) or through
+//! the same first stage that remote methods use.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+#[cfg(feature = "fault-injection")]
+use bytes::Bytes;
+use spore_proto::handshake::{self, FAIL_PREFIX, MAX_LINE};
+use spore_proto::messages::ChildConfig;
+use spore_proto::{Frame, Header, handles};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+
+use super::{FIRST_STAGE, Image};
+use crate::error::ConnectError;
+use crate::router::{ChildEntry, Context, Inner, OutputStream};
+use crate::stream::{self, StreamSender};
+
+/// Lines of a child's stderr kept for error messages.
+const TAIL_LINES: usize = 20;
+
+/// A pending local connection; await it or call [`LocalConnect::connect_blocking`].
+///
+/// ```no_run
+/// # async fn demo(router: &spore::Router) -> Result<(), spore::ConnectError> {
+/// let fast = router.local().await?;                        // exec the image directly
+/// let staged = router.local().first_stage(true).await?;   // through the POSIX-shell first stage
+/// # Ok(()) }
+/// ```
+#[must_use = "a LocalConnect does nothing until awaited"]
+pub struct LocalConnect<'a> {
+    pub(crate) router: &'a crate::Router,
+    opts: LocalOptions,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LocalOptions {
+    first_stage: bool,
+    name: Option<String>,
+    connect_timeout: Option<Duration>,
+    #[cfg(feature = "fault-injection")]
+    fault: Option<crate::Fault>,
+}
+
+impl<'a> LocalConnect<'a> {
+    pub(crate) fn new(router: &'a crate::Router) -> Self {
+        Self {
+            router,
+            opts: LocalOptions::default(),
+        }
+    }
+
+    /// Start the child through the first stage over pipes (as ssh and sudo
+    /// do) instead of exec'ing the image directly.
+    pub fn first_stage(mut self, on: bool) -> Self {
+        self.opts.first_stage = on;
+        self
+    }
+
+    /// Name the context (default `local.<id>`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.opts.name = Some(name.into());
+        self
+    }
+
+    /// Override the router's connect timeout for this context.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.opts.connect_timeout = Some(d);
+        self
+    }
+
+    /// Make the bootstrap misbehave, to test the error paths.
+    #[cfg(feature = "fault-injection")]
+    pub fn fault(mut self, fault: crate::Fault) -> Self {
+        self.opts.fault = Some(fault);
+        self
+    }
+
+    pub(crate) fn into_options(self) -> LocalOptions {
+        self.opts
+    }
+
+    /// Connects, blocking this thread. Do not call from inside an async runtime.
+    pub fn connect_blocking(self) -> Result<Context, ConnectError> {
+        let inner = self.router.inner.clone();
+        let rt = inner.rt.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.spawn(async move {
+            let _ = tx.send(connect_local(inner.clone(), self.opts).await);
+        });
+        rx.recv()
+            .unwrap_or_else(|_| Err(ConnectError::Aborted("router shut down".to_owned())))
+    }
+}
+
+/// Bytes read from the child's stdout during the handshake, kept for errors.
+type Tail = Arc<Mutex<VecDeque<String>>>;
+
+fn push_tail(tail: &Tail, line: String) {
+    let mut t = tail.lock().unwrap();
+    if t.len() == TAIL_LINES {
+        t.pop_front();
+    }
+    t.push_back(line);
+}
+
+/// Starts a local child context. Runs on the I/O loop.
+pub(crate) async fn connect_local(
+    inner: Arc<Inner>,
+    opts: LocalOptions,
+) -> Result<Context, ConnectError> {
+    if inner.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ConnectError::Aborted("the router is shutting down".to_owned()));
+    }
+    let id = inner.alloc_context_id();
+    let name = opts.name.clone().unwrap_or_else(|| format!("local.{id}"));
+    let proc_name = format!("spore:{name}");
+    let image_err = |detail| ConnectError::Image {
+        context: name.clone(),
+        detail,
+    };
+    let image = Image::load(inner.settings.image.as_deref()).map_err(image_err)?;
+
+    let mut cmd = if opts.first_stage {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg(FIRST_STAGE).arg(&proc_name);
+        c
+    } else {
+        let mut c = Command::new(&image.path);
+        c.arg0(&proc_name).arg(handshake::CHILD_ARG);
+        c
+    };
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let program = if opts.first_stage { "/bin/sh".to_owned() } else { image.path.display().to_string() };
+    let mut process = cmd.spawn().map_err(|e| ConnectError::Spawn {
+        context: name.clone(),
+        program,
+        detail: e.to_string(),
+    })?;
+    let pid = process.id();
+    let io_err = |stage: &'static str| {
+        let name = name.clone();
+        move |e: std::io::Error| ConnectError::Io {
+            context: name,
+            stage,
+            detail: e.to_string(),
+        }
+    };
+    let stdin: OwnedFd = process.stdin.take().expect("piped").into();
+    let stdout: OwnedFd = process.stdout.take().expect("piped").into();
+    let stderr: OwnedFd = process.stderr.take().expect("piped").into();
+    stream::grow_pipe(&stdin);
+    stream::grow_pipe(&stdout);
+    let setup = (|| Ok::<_, std::io::Error>((stream::async_fd(stdin)?, stream::async_fd(stdout)?, stream::async_fd(stderr)?)))();
+    let (stdin, stdout, stderr) = match setup {
+        Ok(fds) => fds,
+        Err(e) => {
+            let _ = tokio::task::spawn_blocking(move || super::reap(process, Duration::ZERO)).await;
+            return Err(io_err("setup")(e));
+        }
+    };
+
+    let tail: Tail = Arc::new(Mutex::new(VecDeque::new()));
+    let stderr_done = spawn_stderr_reader(inner.clone(), id, name.clone(), stderr, tail.clone());
+
+    let timeout = opts.connect_timeout.unwrap_or(inner.settings.connect_timeout);
+    let stage = Arc::new(Mutex::new("start"));
+    let handshake = handshake(&inner, id, &name, &image, &opts, stdin, &stdout, &tail, &stage);
+    let result = match tokio::time::timeout(timeout, handshake).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnectError::Timeout {
+            context: name.clone(),
+            stage: *stage.lock().unwrap(),
+            after: timeout,
+            last_lines: Vec::new(),
+        }),
+    };
+    let (writer, leftover) = match result {
+        Ok(ok) => ok,
+        Err(mut e) => {
+            // Kill and reap, then collect what it printed on stderr.
+            let _ = tokio::task::spawn_blocking(move || super::reap(process, Duration::ZERO)).await;
+            let _ = tokio::time::timeout(Duration::from_millis(500), stderr_done).await;
+            let lines: Vec<String> = tail.lock().unwrap().iter().cloned().collect();
+            if let ConnectError::Eof { last_lines, .. } | ConnectError::Timeout { last_lines, .. } = &mut e {
+                *last_lines = lines;
+            }
+            return Err(e);
+        }
+    };
+
+    let stream_id = inner.new_stream_id();
+    let bytes_written = writer.bytes_written.clone();
+    inner.add_stream(stream_id, writer);
+    let (lost_tx, _) = watch::channel(None);
+    inner.children.lock().unwrap().insert(
+        id,
+        ChildEntry {
+            name: name.clone().into(),
+            pid,
+            process: Some(process),
+            stderr_tail: tail,
+            lost: lost_tx,
+            bytes_written,
+        },
+    );
+    inner.add_route(id, stream_id);
+    let reader_inner = inner.clone();
+    let max = inner.settings.max_message_size;
+    inner.rt.spawn(async move {
+        let ev_inner = reader_inner.clone();
+        let end = stream::read_frames(stdout, leftover, max, move |ev| ev_inner.on_event(ev, stream_id)).await;
+        if let stream::StreamEnd::Corrupt(e) = &end {
+            tracing::error!("stream from context {id}: {e}; closing it");
+        }
+        reader_inner.stream_lost(stream_id, end.to_string());
+    });
+    tracing::debug!(context = %name, pid, "context started");
+    Ok(Context {
+        inner,
+        id,
+        name: name.into(),
+    })
+}
+
+/// The handshake; returns the stream's writer and any frame bytes already read.
+#[allow(clippy::too_many_arguments)]
+async fn handshake(
+    inner: &Arc<Inner>,
+    id: u32,
+    name: &str,
+    image: &Image,
+    opts: &LocalOptions,
+    stdin: AsyncFd<OwnedFd>,
+    stdout: &AsyncFd<OwnedFd>,
+    tail: &Tail,
+    stage: &Mutex<&'static str>,
+) -> Result<(StreamSender, BytesMut), ConnectError> {
+    let mut rbuf = BytesMut::new();
+    let mut preamble = BytesMut::new();
+    let eof = |stage| ConnectError::Eof {
+        context: name.to_owned(),
+        stage,
+        last_lines: Vec::new(),
+    };
+    let io = |stage: &'static str, e: std::io::Error| ConnectError::Io {
+        context: name.to_owned(),
+        stage,
+        detail: e.to_string(),
+    };
+    if opts.first_stage {
+        *stage.lock().unwrap() = "first stage (waiting for SPORE-READY)";
+        let line = stream::read_line(stdout, &mut rbuf, MAX_LINE)
+            .await
+            .map_err(|e| io("first stage", e))?
+            .ok_or_else(|| eof("first stage (waiting for SPORE-READY)"))?;
+        if let Some(reason) = line.strip_prefix(FAIL_PREFIX) {
+            return Err(ConnectError::FirstStage {
+                context: name.to_owned(),
+                reason: reason.to_owned(),
+            });
+        }
+        let ready = handshake::parse_ready(&line).ok_or_else(|| {
+            push_tail(tail, line.clone());
+            ConnectError::Protocol {
+                context: name.to_owned(),
+                stage: "first stage",
+                detail: format!("expected a SPORE-READY line, got {line:?}"),
+            }
+        })?;
+        tracing::debug!(context = %name, os = %ready.os, arch = %ready.arch, "first stage ready");
+        let (encoding, payload) = if ready.decoders.iter().any(|d| d == "zstd") {
+            let c = image.compressed().map_err(|detail| ConnectError::Image {
+                context: name.to_owned(),
+                detail,
+            })?;
+            ("zstd", c)
+        } else {
+            ("raw", image.raw.clone())
+        };
+        #[cfg(feature = "fault-injection")]
+        if let Some(fault) = opts.fault {
+            return inject_fault(fault, encoding, payload, stdin, stdout, rbuf, name).await;
+        }
+        preamble.put_slice(handshake::payload_header(encoding, payload.len()).as_bytes());
+        preamble.put_slice(&payload);
+    }
+    let config = ChildConfig {
+        context_id: id,
+        name: name.to_owned(),
+        parent_id: inner.my_id,
+        parent_ids: std::iter::once(inner.my_id).chain(inner.parent_ids.iter().copied()).collect(),
+        log_level: crate::logging::current_level(),
+        max_message_size: inner.settings.max_message_size,
+        debug: inner.settings.debug,
+        shutdown_grace_ms: inner.settings.shutdown_grace.as_millis() as u64,
+        build_id: crate::build_id(),
+    };
+    let config = postcard::to_stdvec(&config).expect("ChildConfig serializes");
+    Frame::new(Header::new(id, inner.my_id, handles::CONFIGURE), config).encode_into(&mut preamble);
+    let writer = stream::spawn_writer(stdin, preamble.freeze(), name.to_owned());
+
+    *stage.lock().unwrap() = "handshake (waiting for SPORE-UP)";
+    let line = stream::read_line(stdout, &mut rbuf, MAX_LINE)
+        .await
+        .map_err(|e| io("handshake", e))?
+        .ok_or_else(|| eof("handshake (waiting for SPORE-UP)"))?;
+    if let Some(reason) = line.strip_prefix(FAIL_PREFIX) {
+        return Err(ConnectError::FirstStage {
+            context: name.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+    match handshake::parse_up(&line) {
+        Some((proto, build)) if proto == spore_proto::PROTOCOL_VERSION && build == crate::build_id() => {
+            Ok((writer, rbuf))
+        }
+        Some((proto, build)) => Err(ConnectError::Protocol {
+            context: name.to_owned(),
+            stage: "handshake",
+            detail: format!(
+                "the child runs protocol {proto} build {build}, this is protocol {} build {}",
+                spore_proto::PROTOCOL_VERSION,
+                crate::build_id()
+            ),
+        }),
+        None => Err(ConnectError::Protocol {
+            context: name.to_owned(),
+            stage: "handshake",
+            detail: format!("expected a SPORE-UP line, got {line:?}"),
+        }),
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+async fn inject_fault(
+    fault: crate::Fault,
+    encoding: &str,
+    payload: Bytes,
+    stdin: AsyncFd<OwnedFd>,
+    stdout: &AsyncFd<OwnedFd>,
+    mut rbuf: BytesMut,
+    name: &str,
+) -> Result<(StreamSender, BytesMut), ConnectError> {
+    let mut pre = BytesMut::new();
+    let close_after = match fault {
+        crate::Fault::NeverFeed => {
+            // Hold stdin open and never write: the first stage waits until
+            // the connect timeout kills it.
+            let _keep = stdin;
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        crate::Fault::TruncatePayload => {
+            pre.put_slice(handshake::payload_header(encoding, payload.len()).as_bytes());
+            pre.put_slice(&payload[..payload.len() / 2]);
+            true
+        }
+        crate::Fault::GarbageHeader => {
+            pre.put_slice(b"\x00\xffgarbage that is no header\n");
+            pre.put_slice(&payload[..payload.len().min(4096)]);
+            false
+        }
+    };
+    let writer = stream::spawn_writer(stdin, pre.freeze(), name.to_owned());
+    if close_after {
+        drop(writer);
+    } else {
+        std::mem::forget(writer);
+    }
+    let line = stream::read_line(stdout, &mut rbuf, MAX_LINE)
+        .await
+        .map_err(|e| ConnectError::Io {
+            context: name.to_owned(),
+            stage: "first stage",
+            detail: e.to_string(),
+        })?;
+    match line {
+        Some(l) if l.starts_with(FAIL_PREFIX) => Err(ConnectError::FirstStage {
+            context: name.to_owned(),
+            reason: l[FAIL_PREFIX.len()..].to_owned(),
+        }),
+        Some(l) => Err(ConnectError::Protocol {
+            context: name.to_owned(),
+            stage: "first stage",
+            detail: format!("unexpected line {l:?}"),
+        }),
+        None => Err(ConnectError::Eof {
+            context: name.to_owned(),
+            stage: "first stage",
+            last_lines: Vec::new(),
+        }),
+    }
+}
+
+/// Forwards the child's stderr line by line (it goes straight from the child
+/// process to this pipe, so even a crashing child's last words arrive), and
+/// keeps the last lines for error messages. Resolves at EOF.
+fn spawn_stderr_reader(
+    inner: Arc<Inner>,
+    id: u32,
+    name: String,
+    fd: AsyncFd<OwnedFd>,
+    tail: Tail,
+) -> tokio::task::JoinHandle<()> {
+    inner.rt.clone().spawn(async move {
+        let mut buf = BytesMut::new();
+        loop {
+            match stream::read_line(&fd, &mut buf, crate::logging::MAX_LINE_PIECE).await {
+                Ok(Some(line)) => {
+                    crate::logging::emit_output(&inner, id, &name, OutputStream::Stderr, &line);
+                    push_tail(&tail, line);
+                }
+                Ok(None) => {
+                    if !buf.is_empty() {
+                        let line = String::from_utf8_lossy(&buf).into_owned();
+                        crate::logging::emit_output(&inner, id, &name, OutputStream::Stderr, &line);
+                        push_tail(&tail, line);
+                    }
+                    break;
+                }
+                Err(_) => {
+                    // An over-long line: forward it in pieces.
+                    let piece = buf.split_to(buf.len().min(crate::logging::MAX_LINE_PIECE));
+                    let line = String::from_utf8_lossy(&piece).into_owned();
+                    crate::logging::emit_output(&inner, id, &name, OutputStream::Stderr, &line);
+                }
+            }
+        }
+    })
+}
+

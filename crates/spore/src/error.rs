@@ -1,0 +1,91 @@
+//! Errors of starting a context.
+
+use std::time::Duration;
+
+/// Why a context could not be started. Every variant names the context and
+/// quotes what the target printed, so the cause can be acted on.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The program could not be started at all.
+    #[error("failed to start {program} for {context}: {detail}")]
+    Spawn {
+        /// The context being started.
+        context: String,
+        /// The program that failed to start.
+        program: String,
+        /// The OS error.
+        detail: String,
+    },
+    /// The target closed the stream before the handshake finished.
+    #[error("{context}: EOF on stream during {stage}; last lines: {}", quote_lines(.last_lines))]
+    Eof {
+        /// The context being started.
+        context: String,
+        /// Which handshake step was waiting.
+        stage: &'static str,
+        /// The last lines the target wrote to stdout/stderr.
+        last_lines: Vec<String>,
+    },
+    /// The first stage ran but could not start the image; `reason` names
+    /// every place it tried and why each failed.
+    #[error("{context}: first stage failed: {reason}")]
+    FirstStage {
+        /// The context being started.
+        context: String,
+        /// The first stage's own report.
+        reason: String,
+    },
+    /// No handshake within the connect timeout; the process was killed and reaped.
+    #[error("{context}: timed out after {after:?} during {stage}; last lines: {}", quote_lines(.last_lines))]
+    Timeout {
+        /// The context being started.
+        context: String,
+        /// Which handshake step was waiting.
+        stage: &'static str,
+        /// The configured connect timeout.
+        after: Duration,
+        /// The last lines the target wrote.
+        last_lines: Vec<String>,
+    },
+    /// The target answered something that is not the spore handshake.
+    #[error("{context}: protocol error during {stage}: {detail}")]
+    Protocol {
+        /// The context being started.
+        context: String,
+        /// Which handshake step.
+        stage: &'static str,
+        /// What was received instead.
+        detail: String,
+    },
+    /// The image cannot be shipped (unreadable, or dynamically linked for a
+    /// target that needs a static image).
+    #[error("{context}: {detail}")]
+    Image {
+        /// The context being started.
+        context: String,
+        /// What is wrong and how to fix it.
+        detail: String,
+    },
+    /// I/O with the new process failed.
+    #[error("{context}: I/O error during {stage}: {detail}")]
+    Io {
+        /// The context being started.
+        context: String,
+        /// Which handshake step.
+        stage: &'static str,
+        /// The OS error.
+        detail: String,
+    },
+    /// The router was shut down while connecting.
+    #[error("connect cancelled: {0}")]
+    Aborted(String),
+}
+
+fn quote_lines(lines: &[String]) -> String {
+    if lines.is_empty() {
+        "(none)".to_owned()
+    } else {
+        lines.iter().map(|l| format!("{l:?}")).collect::<Vec<_>>().join(", ")
+    }
+}

@@ -1,0 +1,184 @@
+//! Logs and output across the tree: a `tracing` layer in every child that
+//! forwards events (at the parent's level, so filtered records never cross
+//! the wire), and their re-emission in the master with the context's name.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use spore_proto::messages::{LogOrigin, LogRecord};
+use spore_proto::{Frame, Header, MASTER_ID, handles};
+use tokio::sync::mpsc;
+use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::router::{Inner, OutputLine, OutputStream};
+
+/// Output lines longer than this are forwarded in pieces of this size.
+pub(crate) const MAX_LINE_PIECE: usize = 64 * 1024;
+
+/// Records queued by the layer and not yet handed to the router.
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+
+/// This process's effective maximum level, as a wire number (0 off .. 5 trace).
+pub(crate) fn current_level() -> u8 {
+    match LevelFilter::current().into_level() {
+        None => 0,
+        Some(tracing::Level::ERROR) => 1,
+        Some(tracing::Level::WARN) => 2,
+        Some(tracing::Level::INFO) => 3,
+        Some(tracing::Level::DEBUG) => 4,
+        Some(tracing::Level::TRACE) => 5,
+    }
+}
+
+fn level_filter(n: u8) -> LevelFilter {
+    match n {
+        0 => LevelFilter::OFF,
+        1 => LevelFilter::ERROR,
+        2 => LevelFilter::WARN,
+        3 => LevelFilter::INFO,
+        4 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
+}
+
+fn level_number(l: &tracing::Level) -> u8 {
+    match *l {
+        tracing::Level::ERROR => 1,
+        tracing::Level::WARN => 2,
+        tracing::Level::INFO => 3,
+        tracing::Level::DEBUG => 4,
+        tracing::Level::TRACE => 5,
+    }
+}
+
+struct ForwardLayer {
+    tx: mpsc::UnboundedSender<LogRecord>,
+}
+
+#[derive(Default)]
+struct MessageVisitor {
+    message: String,
+    fields: String,
+}
+
+impl Visit for MessageVisitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            let _ = write!(self.fields, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        use std::fmt::Write;
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            let _ = write!(self.fields, " {}={value:?}", field.name());
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for ForwardLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let mut v = MessageVisitor::default();
+        event.record(&mut v);
+        let meta = event.metadata();
+        let rec = LogRecord {
+            origin: LogOrigin::Tracing,
+            level: level_number(meta.level()),
+            target: meta.target().to_owned(),
+            message: v.message + &v.fields,
+        };
+        PENDING.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send(rec).is_err() {
+            PENDING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Installs the forwarding subscriber in a child; records wait in the
+/// returned queue until the stream is up (so start-up records are kept).
+pub(crate) fn install_forwarder(level: u8) -> mpsc::UnboundedReceiver<LogRecord> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let subscriber =
+        tracing_subscriber::registry().with(ForwardLayer { tx }.with_filter(level_filter(level)));
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    rx
+}
+
+/// Drains the child's log queue into FORWARD_LOG frames.
+pub(crate) async fn forward_logs(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<LogRecord>) {
+    while let Some(rec) = rx.recv().await {
+        send_record(&inner, &rec);
+        PENDING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits (up to a second) until every queued record was handed to the router.
+pub(crate) async fn flush_logs() {
+    for _ in 0..1000 {
+        if PENDING.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Sends one record to the master.
+pub(crate) fn send_record(inner: &Arc<Inner>, rec: &LogRecord) {
+    let Ok(payload) = postcard::to_stdvec(rec) else { return };
+    let _ = inner.send(Frame::new(Header::new(MASTER_ID, inner.my_id, handles::FORWARD_LOG), payload));
+}
+
+/// FORWARD_LOG in the master: re-emit with the context's name.
+pub(crate) fn on_forward_log(inner: &Arc<Inner>, frame: Frame) {
+    let rec: LogRecord = match postcard::from_bytes(&frame.payload) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("undecodable log record from context {}: {e}", frame.header.src);
+            return;
+        }
+    };
+    let id = frame.header.src;
+    let name = inner.context_name(id);
+    match rec.origin {
+        LogOrigin::Stdout => emit_output(inner, id, &name, OutputStream::Stdout, &rec.message),
+        LogOrigin::Stderr => emit_output(inner, id, &name, OutputStream::Stderr, &rec.message),
+        LogOrigin::Tracing => {
+            let (context, target, message) = (name.as_str(), rec.target.as_str(), rec.message.as_str());
+            match rec.level {
+                1 => tracing::error!(target: "spore::remote", context, remote_target = target, "{message}"),
+                2 => tracing::warn!(target: "spore::remote", context, remote_target = target, "{message}"),
+                3 => tracing::info!(target: "spore::remote", context, remote_target = target, "{message}"),
+                4 => tracing::debug!(target: "spore::remote", context, remote_target = target, "{message}"),
+                _ => tracing::trace!(target: "spore::remote", context, remote_target = target, "{message}"),
+            }
+        }
+    }
+}
+
+/// Hands one output line to the router's output hook, or logs it.
+pub(crate) fn emit_output(inner: &Inner, id: u32, name: &str, stream: OutputStream, line: &str) {
+    match &inner.output {
+        Some(hook) => hook(OutputLine {
+            context: name,
+            context_id: id,
+            stream,
+            line,
+        }),
+        None => {
+            let s = match stream {
+                OutputStream::Stdout => "stdout",
+                OutputStream::Stderr => "stderr",
+            };
+            tracing::info!(target: "spore::output", context = name, stream = s, "{line}");
+        }
+    }
+}

@@ -1,0 +1,854 @@
+//! The router: handle registry, routing table, streams and contexts of one
+//! context, plus the public [`Router`] and [`Context`] handles of the master.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskCx, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use spore_proto::messages::{CallRequest, REPLY_ERR, REPLY_OK, RemoteError};
+use spore_proto::routing::{NextHop, RouteTable, no_route_reason};
+use spore_proto::{ContextId, DecodeEvent, Frame, Header, MASTER_ID, handles};
+use tokio::sync::{oneshot, watch};
+
+use crate::call::{CallError, RemoteFunction};
+use crate::stream::StreamSender;
+use crate::{ConnectError, logging};
+
+pub(crate) type StreamId = u32;
+
+/// Where a message for a local handle goes.
+pub(crate) enum Sink {
+    /// A pending call's reply: used once, then removed.
+    Reply {
+        context: ContextId,
+        tx: oneshot::Sender<Reply>,
+    },
+    /// Built-in handler, run on the I/O loop; must be quick and never block.
+    Internal(fn(&Arc<Inner>, Frame)),
+}
+
+/// What a pending call receives.
+pub(crate) enum Reply {
+    Frame(Frame),
+    Lost(String),
+}
+
+/// What a context knows about one of its direct children.
+pub(crate) struct ChildEntry {
+    pub(crate) name: Arc<str>,
+    pub(crate) pid: u32,
+    pub(crate) process: Option<std::process::Child>,
+    pub(crate) stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// `Some(detail)` once the context is lost.
+    pub(crate) lost: watch::Sender<Option<String>>,
+    pub(crate) bytes_written: Arc<AtomicU64>,
+}
+
+/// Tunables shared by a router and inherited by its children.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) max_message_size: u32,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) debug: bool,
+    pub(crate) image: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_message_size: spore_proto::DEFAULT_MAX_MESSAGE_SIZE,
+            connect_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+            debug: false,
+            image: None,
+        }
+    }
+}
+
+/// Which of a context's output streams a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    /// The context's stdout.
+    Stdout,
+    /// The context's stderr.
+    Stderr,
+}
+
+/// One line a child context wrote to its stdout or stderr.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputLine<'a> {
+    /// The context's name, e.g. `local.1`.
+    pub context: &'a str,
+    /// The context's ID.
+    pub context_id: ContextId,
+    /// Which stream.
+    pub stream: OutputStream,
+    /// The line, without its newline. Lines over 64 KiB arrive in pieces.
+    pub line: &'a str,
+}
+
+pub(crate) type OutputHook = Arc<dyn Fn(OutputLine<'_>) + Send + Sync>;
+
+/// The state of one context's router. Shared by the I/O loop, the workers
+/// and every [`Context`] handle.
+pub(crate) struct Inner {
+    pub(crate) my_id: ContextId,
+    pub(crate) name: String,
+    pub(crate) parent_ids: Vec<ContextId>,
+    pub(crate) settings: Settings,
+    /// The I/O loop.
+    pub(crate) rt: tokio::runtime::Handle,
+    /// Where user functions run (children only).
+    pub(crate) worker: Option<tokio::runtime::Handle>,
+    handles: Mutex<HashMap<u32, Sink>>,
+    next_handle: AtomicU32,
+    streams: Mutex<HashMap<StreamId, StreamSender>>,
+    next_stream: AtomicU32,
+    routes: Mutex<RouteTable<StreamId>>,
+    pub(crate) children: Mutex<HashMap<ContextId, ChildEntry>>,
+    next_context: AtomicU32,
+    pub(crate) output: Option<OutputHook>,
+    pub(crate) shutting_down: AtomicBool,
+}
+
+impl Inner {
+    pub(crate) fn new(
+        my_id: ContextId,
+        name: String,
+        parent_ids: Vec<ContextId>,
+        parent_stream: Option<StreamId>,
+        settings: Settings,
+        rt: tokio::runtime::Handle,
+        worker: Option<tokio::runtime::Handle>,
+        output: Option<OutputHook>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            my_id,
+            name,
+            parent_ids,
+            settings,
+            rt,
+            worker,
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU32::new(handles::FIRST_DYNAMIC),
+            streams: Mutex::new(HashMap::new()),
+            // Stream 0 is reserved for the parent.
+            next_stream: AtomicU32::new(1),
+            routes: Mutex::new(RouteTable::new(my_id, parent_stream)),
+            children: Mutex::new(HashMap::new()),
+            next_context: AtomicU32::new(my_id + 1),
+            output,
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// Registers a built-in handler on a well-known handle.
+    pub(crate) fn add_internal(&self, handle: u32, f: fn(&Arc<Inner>, Frame)) {
+        self.handles.lock().unwrap().insert(handle, Sink::Internal(f));
+    }
+
+    fn alloc_handle(&self) -> u32 {
+        loop {
+            let h = self.next_handle.fetch_add(1, Ordering::Relaxed);
+            if h >= handles::FIRST_DYNAMIC {
+                return h;
+            }
+            // Wrapped around: skip the reserved range.
+            let _ = self.next_handle.compare_exchange(
+                h + 1,
+                handles::FIRST_DYNAMIC,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    pub(crate) fn alloc_context_id(&self) -> ContextId {
+        self.next_context.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_stream(&self, id: StreamId, sender: StreamSender) {
+        self.streams.lock().unwrap().insert(id, sender);
+    }
+
+    pub(crate) fn new_stream_id(&self) -> StreamId {
+        self.next_stream.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn take_stream(&self, id: StreamId) -> Option<StreamSender> {
+        self.streams.lock().unwrap().remove(&id)
+    }
+
+    pub(crate) fn add_route(&self, ctx: ContextId, stream: StreamId) {
+        self.routes.lock().unwrap().add_route(ctx, stream);
+    }
+
+    /// Name of a context this one knows, for logs and errors.
+    pub(crate) fn context_name(&self, id: ContextId) -> String {
+        if id == self.my_id {
+            return self.name.clone();
+        }
+        match self.children.lock().unwrap().get(&id) {
+            Some(c) => c.name.to_string(),
+            None if id == MASTER_ID => "master".to_owned(),
+            None => format!("context {id}"),
+        }
+    }
+
+    /// Handles one decoded event from stream `from`.
+    pub(crate) fn on_event(self: &Arc<Self>, ev: DecodeEvent, from: StreamId) {
+        match ev {
+            DecodeEvent::Frame(f) => self.route(f),
+            DecodeEvent::Oversized(h) => {
+                let reason = format!(
+                    "{} (refused by {})",
+                    spore_proto::too_large_reason(u64::from(h.len), self.settings.max_message_size),
+                    self.name
+                );
+                tracing::warn!(stream = from, "dropped a message to {}:{}: {reason}", h.dst, h.handle);
+                if let Some(dead) = Frame::dead_reply(&h, self.my_id, &reason) {
+                    self.route(dead);
+                }
+            }
+        }
+    }
+
+    /// Delivers `frame` locally or forwards it toward its destination.
+    pub(crate) fn route(self: &Arc<Self>, frame: Frame) {
+        let hop = self.routes.lock().unwrap().next_hop(frame.header.dst);
+        match hop {
+            NextHop::Local => self.deliver(frame),
+            NextHop::Stream(s) => {
+                let sender = self.streams.lock().unwrap().get(&s).cloned();
+                let undelivered = match sender {
+                    Some(sender) => sender.send(frame).err(),
+                    None => Some(frame),
+                };
+                if let Some(frame) = undelivered {
+                    let reason = format!("{} disconnected", self.context_name(frame.header.dst));
+                    self.refuse(&frame.header, &reason);
+                }
+            }
+            NextHop::NoRoute => {
+                let reason = no_route_reason(frame.header.dst, self.my_id);
+                self.refuse(&frame.header, &reason);
+            }
+        }
+    }
+
+    /// Answers an undeliverable message with a dead message, if it wants one.
+    fn refuse(self: &Arc<Self>, header: &Header, reason: &str) {
+        match Frame::dead_reply(header, self.my_id, reason) {
+            Some(dead) => self.route(dead),
+            None => tracing::debug!(
+                "dropped message {}->{}:{}: {reason}",
+                header.src,
+                header.dst,
+                header.handle
+            ),
+        }
+    }
+
+    fn deliver(self: &Arc<Self>, frame: Frame) {
+        let mut handles = self.handles.lock().unwrap();
+        let handle = frame.header.handle;
+        match handles.get(&handle) {
+            Some(Sink::Internal(f)) => {
+                let f = *f;
+                drop(handles);
+                f(self, frame);
+            }
+            Some(Sink::Reply { .. }) => {
+                let Some(Sink::Reply { tx, .. }) = handles.remove(&handle) else {
+                    unreachable!()
+                };
+                drop(handles);
+                let _ = tx.send(Reply::Frame(frame));
+            }
+            None => {
+                drop(handles);
+                let reason = format!("invalid handle {handle} in {}", self.name);
+                self.refuse(&frame.header, &reason);
+            }
+        }
+    }
+
+    /// Sends a frame from this context, enforcing the size limit.
+    pub(crate) fn send(self: &Arc<Self>, frame: Frame) -> Result<(), String> {
+        if frame.payload.len() > self.settings.max_message_size as usize {
+            return Err(spore_proto::too_large_reason(
+                frame.payload.len() as u64,
+                self.settings.max_message_size,
+            ));
+        }
+        self.route(frame);
+        Ok(())
+    }
+
+    /// A stream ended: forget everything behind it and wake whoever waits on it.
+    pub(crate) fn stream_lost(self: &Arc<Self>, stream: StreamId, detail: String) {
+        self.take_stream(stream);
+        let lost = self.routes.lock().unwrap().drop_stream(stream);
+        if lost.is_empty() {
+            return;
+        }
+        let mut waiters = Vec::new();
+        {
+            let mut handles = self.handles.lock().unwrap();
+            let dead: Vec<u32> = handles
+                .iter()
+                .filter(|(_, s)| matches!(s, Sink::Reply { context, .. } if lost.contains(context)))
+                .map(|(h, _)| *h)
+                .collect();
+            for h in dead {
+                if let Some(Sink::Reply { tx, .. }) = handles.remove(&h) {
+                    waiters.push(tx);
+                }
+            }
+        }
+        for tx in waiters {
+            let _ = tx.send(Reply::Lost(detail.clone()));
+        }
+        let mut children = self.children.lock().unwrap();
+        for id in lost {
+            if let Some(entry) = children.get_mut(&id) {
+                tracing::debug!("context {} lost: {detail}", entry.name);
+                entry.lost.send_replace(Some(detail.clone()));
+                if let Some(process) = entry.process.take() {
+                    let grace = self.settings.shutdown_grace;
+                    self.rt.spawn_blocking(move || crate::bootstrap::reap(process, grace));
+                }
+            }
+        }
+    }
+
+    /// Starts a call: registers the reply handle and sends the request.
+    pub(crate) fn start_call<T: DeserializeOwned>(
+        self: &Arc<Self>,
+        context: ContextId,
+        context_name: Arc<str>,
+        function: &'static str,
+        args_encoded: Result<Vec<u8>, postcard::Error>,
+        want_reply: bool,
+    ) -> PendingCall<T> {
+        let fail = |e| PendingCall::failed(e);
+        let payload = match args_encoded {
+            Ok(p) => p,
+            Err(e) => {
+                return fail(CallError::Encode {
+                    function: function.to_owned(),
+                    detail: e.to_string(),
+                });
+            }
+        };
+        if payload.len() > self.settings.max_message_size as usize {
+            return fail(CallError::TooLarge {
+                function: function.to_owned(),
+                size: payload.len(),
+                max: self.settings.max_message_size,
+            });
+        }
+        let mut header = Header::new(context, self.my_id, handles::CALL_FUNCTION);
+        let mut wait = None;
+        if want_reply {
+            let handle = self.alloc_handle();
+            let (tx, rx) = oneshot::channel();
+            self.handles.lock().unwrap().insert(handle, Sink::Reply { context, tx });
+            header = header.with_reply_to(handle);
+            wait = Some(CallWait {
+                rx,
+                handle,
+                inner: self.clone(),
+                context: context_name,
+                function,
+            });
+        }
+        self.route(Frame::new(header, payload));
+        PendingCall {
+            state: match wait {
+                Some(w) => CallState::Waiting(w),
+                None => CallState::Done,
+            },
+            _out: PhantomData,
+        }
+    }
+
+    fn forget_handle(&self, handle: u32) {
+        self.handles.lock().unwrap().remove(&handle);
+    }
+
+    /// Fails every handler registered here with a dead message (A13).
+    pub(crate) fn fail_all_handles(&self, reason: &str) {
+        let sinks: Vec<Sink> = {
+            let mut handles = self.handles.lock().unwrap();
+            let replies: Vec<u32> = handles
+                .iter()
+                .filter(|(_, s)| matches!(s, Sink::Reply { .. }))
+                .map(|(h, _)| *h)
+                .collect();
+            replies.into_iter().filter_map(|h| handles.remove(&h)).collect()
+        };
+        for s in sinks {
+            if let Sink::Reply { tx, .. } = s {
+                let _ = tx.send(Reply::Lost(reason.to_owned()));
+            }
+        }
+    }
+
+    /// Asks every direct child to shut down.
+    pub(crate) fn shutdown_children(self: &Arc<Self>) {
+        let ids: Vec<ContextId> = self.children.lock().unwrap().keys().copied().collect();
+        for id in ids {
+            let _ = self.send(Frame::new(Header::new(id, self.my_id, handles::SHUTDOWN), Bytes::new()));
+        }
+    }
+}
+
+struct CallWait {
+    rx: oneshot::Receiver<Reply>,
+    handle: u32,
+    inner: Arc<Inner>,
+    context: Arc<str>,
+    function: &'static str,
+}
+
+enum CallState {
+    Waiting(CallWait),
+    Failed(CallError),
+    Done,
+}
+
+/// A call in flight. Await it (or [`PendingCall::wait`] without async) for
+/// the result. Dropping it abandons the reply.
+#[must_use = "a call's result is only seen by awaiting the PendingCall"]
+pub struct PendingCall<T> {
+    state: CallState,
+    _out: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> PendingCall<T> {
+    fn failed(e: CallError) -> Self {
+        Self {
+            state: CallState::Failed(e),
+            _out: PhantomData,
+        }
+    }
+
+    /// Blocks the current thread until the reply arrives. Do not call from
+    /// inside an async runtime; await the `PendingCall` there.
+    pub fn wait(mut self) -> Result<T, CallError> {
+        match std::mem::replace(&mut self.state, CallState::Done) {
+            CallState::Waiting(w) => {
+                let CallWait { rx, context, function, .. } = w;
+                finish(&context, function, rx.blocking_recv().ok())
+            }
+            CallState::Failed(e) => Err(e),
+            CallState::Done => unreachable!("call_no_reply results are not awaited"),
+        }
+    }
+}
+
+fn finish<T: DeserializeOwned>(
+    context: &str,
+    function: &'static str,
+    reply: Option<Reply>,
+) -> Result<T, CallError> {
+    let frame = match reply {
+        Some(Reply::Frame(f)) => f,
+        Some(Reply::Lost(detail)) => {
+            return Err(CallError::Disconnected {
+                context: context.to_owned(),
+                detail,
+            });
+        }
+        None => {
+            return Err(CallError::Disconnected {
+                context: context.to_owned(),
+                detail: "router shut down".to_owned(),
+            });
+        }
+    };
+    if frame.header.is_dead() {
+        return Err(CallError::Undeliverable {
+            context: context.to_owned(),
+            function: function.to_owned(),
+            reason: frame.dead_reason(),
+        });
+    }
+    let decode_err = |detail: String| CallError::Decode {
+        context: context.to_owned(),
+        function: function.to_owned(),
+        detail,
+    };
+    match frame.payload.first() {
+        Some(&REPLY_OK) => postcard::from_bytes(&frame.payload[1..]).map_err(|e| {
+            decode_err(format!("as {}: {e}", std::any::type_name::<T>()))
+        }),
+        Some(&REPLY_ERR) => match postcard::from_bytes::<RemoteError>(&frame.payload[1..]) {
+            Ok(r) => Err(CallError::Remote(Box::new(r))),
+            Err(e) => Err(decode_err(format!("remote error payload: {e}"))),
+        },
+        _ => Err(decode_err("empty or unknown reply".to_owned())),
+    }
+}
+
+impl<T: DeserializeOwned> Future for PendingCall<T> {
+    type Output = Result<T, CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        match &mut this.state {
+            CallState::Waiting(w) => match Pin::new(&mut w.rx).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(r) => {
+                    let out = finish(&w.context, w.function, r.ok());
+                    this.state = CallState::Done;
+                    Poll::Ready(out)
+                }
+            },
+            CallState::Failed(_) => {
+                let CallState::Failed(e) = std::mem::replace(&mut this.state, CallState::Done) else {
+                    unreachable!()
+                };
+                Poll::Ready(Err(e))
+            }
+            CallState::Done => panic!("PendingCall polled after completion"),
+        }
+    }
+}
+
+impl<T> Drop for PendingCall<T> {
+    fn drop(&mut self) {
+        if let CallState::Waiting(w) = &self.state {
+            w.inner.forget_handle(w.handle);
+        }
+    }
+}
+
+/// A handle to a context: call functions in it, shut it down.
+///
+/// Cheap to clone. It stays valid after the context is lost; calls then fail
+/// at once with [`CallError::Undeliverable`] ("no route").
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) id: ContextId,
+    pub(crate) name: Arc<str>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("id", &self.id).field("name", &self.name).finish()
+    }
+}
+
+impl Context {
+    /// The context's ID (the first child of the master is 1).
+    pub fn id(&self) -> ContextId {
+        self.id
+    }
+
+    /// The context's name, e.g. `local.1`. Its process is named `spore:<name>`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process ID of the context, when it is a direct child of this one.
+    pub fn pid(&self) -> Option<u32> {
+        self.inner.children.lock().unwrap().get(&self.id).map(|c| c.pid)
+    }
+
+    /// Bytes written to this context's stream so far, handshake included.
+    pub fn bytes_written(&self) -> u64 {
+        self.inner
+            .children
+            .lock()
+            .unwrap()
+            .get(&self.id)
+            .map_or(0, |c| c.bytes_written.load(Ordering::Relaxed))
+    }
+
+    /// Calls `f` with `args` in this context and waits for its result.
+    ///
+    /// ```no_run
+    /// #[spore::remote]
+    /// fn add(a: i32, b: i32) -> i32 { a + b }
+    ///
+    /// # async fn demo(ctx: spore::Context) -> Result<(), spore::CallError> {
+    /// assert_eq!(ctx.call(add, (1, 2)).await?, 3);
+    /// # Ok(()) }
+    /// ```
+    pub async fn call<F: RemoteFunction>(&self, f: F, args: F::Args) -> Result<F::Output, CallError> {
+        self.call_async(f, args).await
+    }
+
+    /// Sends the call now and returns a [`PendingCall`] to await later, so
+    /// that many calls can be outstanding at once.
+    pub fn call_async<F: RemoteFunction>(&self, _f: F, args: F::Args) -> PendingCall<F::Output> {
+        self.call_named(F::NAME, &args)
+    }
+
+    /// Calls a function by its registered name, for callers that only know
+    /// the name at run time. The types must match the function's signature.
+    pub fn call_named<A: serde::Serialize, R: DeserializeOwned>(
+        &self,
+        function: &'static str,
+        args: &A,
+    ) -> PendingCall<R> {
+        self.inner.start_call(self.id, self.name.clone(), function, encode_call(function, args), true)
+    }
+
+    /// Sends the call without asking for a reply. Errors in the remote
+    /// function are logged there (and forwarded to the master's log).
+    pub fn call_no_reply<F: RemoteFunction>(&self, _f: F, args: F::Args) -> Result<(), CallError> {
+        let pending: PendingCall<()> =
+            self.inner.start_call(self.id, self.name.clone(), F::NAME, encode_call(F::NAME, &args), false);
+        match pending.state {
+            CallState::Failed(ref e) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Context::call`] for programs without async: blocks this thread.
+    pub fn call_blocking<F: RemoteFunction>(&self, f: F, args: F::Args) -> Result<F::Output, CallError> {
+        self.call_async(f, args).wait()
+    }
+
+    /// Asks the context to shut down and waits until it is gone (its
+    /// process reaped, for a direct child). After the grace period the
+    /// context ends itself even if user code hangs.
+    pub async fn shutdown(&self) {
+        let lost = self.inner.children.lock().unwrap().get(&self.id).map(|c| c.lost.subscribe());
+        let _ = self
+            .inner
+            .send(Frame::new(Header::new(self.id, self.inner.my_id, handles::SHUTDOWN), Bytes::new()));
+        if let Some(mut lost) = lost {
+            let _ = lost.wait_for(|l| l.is_some()).await;
+        }
+    }
+
+    /// Resolves when the context is lost, with what was observed.
+    pub async fn lost(&self) -> String {
+        let lost = self.inner.children.lock().unwrap().get(&self.id).map(|c| c.lost.subscribe());
+        match lost {
+            Some(mut rx) => match rx.wait_for(|l| l.is_some()).await {
+                Ok(v) => v.clone().unwrap_or_default(),
+                Err(_) => "router shut down".to_owned(),
+            },
+            None => "not a direct child".to_owned(),
+        }
+    }
+}
+
+fn encode_call<A: serde::Serialize>(function: &str, args: &A) -> Result<Vec<u8>, postcard::Error> {
+    let head = postcard::to_extend(&CallRequest { function }, Vec::with_capacity(64 + function.len()))?;
+    postcard::to_extend(args, head)
+}
+
+/// Configures a [`Router`].
+#[derive(Default)]
+pub struct RouterBuilder {
+    settings: Settings,
+    output: Option<OutputHook>,
+}
+
+impl RouterBuilder {
+    /// Largest message payload accepted or sent, inherited by every child
+    /// (default 128 MiB).
+    pub fn max_message_size(mut self, bytes: u32) -> Self {
+        self.settings.max_message_size = bytes;
+        self
+    }
+
+    /// How long a connection may take before the child is killed and the
+    /// connect fails (default 30 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.settings.connect_timeout = d;
+        self
+    }
+
+    /// How long a context waits for running calls after SHUTDOWN before it
+    /// exits anyway (default 5 s).
+    pub fn shutdown_grace(mut self, d: Duration) -> Self {
+        self.settings.shutdown_grace = d;
+        self
+    }
+
+    /// Debug mode: remote errors carry backtraces.
+    pub fn debug(mut self, on: bool) -> Self {
+        self.settings.debug = on;
+        self
+    }
+
+    /// Start children from this executable instead of `/proc/self/exe`. It
+    /// must be a spore program of the same build (tests use a fixture binary).
+    pub fn image(mut self, path: impl Into<PathBuf>) -> Self {
+        self.settings.image = Some(path.into());
+        self
+    }
+
+    /// Receives every line children write to stdout or stderr. Without it,
+    /// lines are emitted as `tracing` events (target `spore::output`).
+    pub fn on_output(mut self, f: impl Fn(OutputLine<'_>) + Send + Sync + 'static) -> Self {
+        self.output = Some(Arc::new(f));
+        self
+    }
+
+    /// Starts the router's I/O thread.
+    pub fn build(self) -> std::io::Result<Router> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let handle = rt.handle().clone();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("spore-io".to_owned())
+            .spawn(move || {
+                rt.block_on(async {
+                    let _ = stop_rx.await;
+                });
+                // Dropping the runtime drops every stream task and closes
+                // every child's stdin: they see EOF and exit.
+                rt.shutdown_timeout(Duration::from_millis(100));
+            })?;
+        let inner = Inner::new(
+            MASTER_ID,
+            "master".to_owned(),
+            Vec::new(),
+            None,
+            self.settings,
+            handle,
+            None,
+            self.output,
+        );
+        inner.add_internal(handles::FORWARD_LOG, logging::on_forward_log);
+        Ok(Router {
+            inner,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// The master's entry point: starts contexts and owns them.
+///
+/// Dropping the router closes every child's stream and reaps every child
+/// process (they exit on EOF; stragglers are killed).
+///
+/// ```no_run
+/// #[spore::remote]
+/// fn hostname() -> String { std::fs::read_to_string("/etc/hostname").unwrap_or_default() }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     spore::init();
+///     let router = spore::Router::new()?;
+///     let ctx = router.local().connect_blocking()?;
+///     println!("{}", ctx.call_blocking(hostname, ())?);
+///     Ok(())
+/// }
+/// ```
+pub struct Router {
+    pub(crate) inner: Arc<Inner>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Router {
+    /// A router with default settings.
+    pub fn new() -> std::io::Result<Router> {
+        RouterBuilder::default().build()
+    }
+
+    /// A router with custom settings.
+    pub fn builder() -> RouterBuilder {
+        RouterBuilder::default()
+    }
+
+    /// Prepares a new local context (a child process on this machine).
+    /// Await the result, or call [`crate::LocalConnect::connect_blocking`].
+    pub fn local(&self) -> crate::LocalConnect<'_> {
+        crate::LocalConnect::new(self)
+    }
+
+    /// The limit on message size this router enforces.
+    pub fn max_message_size(&self) -> u32 {
+        self.inner.settings.max_message_size
+    }
+
+    /// Shuts every child down and waits until all are gone: each gets
+    /// SHUTDOWN, then the grace period, then SIGKILL.
+    pub async fn shutdown(&self) {
+        let inner = self.inner.clone();
+        let _ = self.inner.rt.spawn(shutdown_all(inner)).await;
+    }
+
+    /// [`Router::shutdown`] for programs without async. Do not call it from
+    /// inside an async runtime.
+    pub fn shutdown_blocking(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let inner = self.inner.clone();
+        self.inner.rt.spawn(async move {
+            shutdown_all(inner).await;
+            let _ = tx.send(());
+        });
+        let _ = rx.recv();
+    }
+}
+
+async fn shutdown_all(inner: Arc<Inner>) {
+    inner.shutting_down.store(true, Ordering::SeqCst);
+    let waits: Vec<watch::Receiver<Option<String>>> =
+        inner.children.lock().unwrap().values().map(|c| c.lost.subscribe()).collect();
+    inner.shutdown_children();
+    let grace = inner.settings.shutdown_grace + Duration::from_millis(500);
+    for mut w in waits {
+        let _ = tokio::time::timeout(grace, w.wait_for(|l| l.is_some())).await;
+    }
+    let processes = take_processes(&inner);
+    let _ = tokio::task::spawn_blocking(move || crate::bootstrap::reap_all(processes, Duration::ZERO)).await;
+}
+
+fn take_processes(inner: &Inner) -> Vec<std::process::Child> {
+    inner
+        .children
+        .lock()
+        .unwrap()
+        .values_mut()
+        .filter_map(|c| c.process.take())
+        .collect()
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // Streams are closed now: children exit on EOF within milliseconds.
+        crate::bootstrap::reap_all(take_processes(&self.inner), Duration::from_millis(500));
+    }
+}
+
+impl IntoFuture for crate::LocalConnect<'_> {
+    type Output = Result<Context, ConnectError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let inner = self.router.inner.clone();
+        let opts = self.into_options();
+        let task = inner.rt.spawn(crate::bootstrap::connect_local(inner.clone(), opts));
+        Box::pin(async move {
+            task.await.unwrap_or_else(|e| Err(ConnectError::Aborted(e.to_string())))
+        })
+    }
+}

@@ -1,0 +1,80 @@
+//! The only module with `unsafe`. Every block states why it is sound.
+//!
+//! Everything else goes through rustix's safe wrappers; what is here is what
+//! rustix cannot express safely: filling a `BytesMut`'s spare capacity and
+//! rewriting the process's argv area.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use bytes::BytesMut;
+
+/// Reads at most `max` bytes from `fd` into the spare capacity of `buf`,
+/// growing it if needed, without zero-filling first. Returns the number of
+/// bytes read (0 at end of file).
+pub(crate) fn read_into(fd: impl AsFd, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < max {
+        buf.reserve(max);
+    }
+    let spare = buf.spare_capacity_mut();
+    let limit = spare.len().min(max);
+    let (filled, _) = rustix::io::read(fd, &mut spare[..limit])?;
+    let n = filled.len();
+    // SAFETY: `read` initialised exactly the first `n` bytes of the spare
+    // capacity (it returned them as `filled`), and `n <= limit <= spare.len()`,
+    // so the new length covers only initialised memory within capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// Registers `fd` with the current tokio runtime's reactor.
+pub(crate) fn register(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: `OwnedFd` owns an open descriptor, closes it only when dropped
+    // (which happens inside the AsyncFd's drop, after deregistration), and
+    // `as_raw_fd` always returns that same descriptor, which is exactly what
+    // `register` requires.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
+
+/// Names the process `name`: the kernel's `comm` (what `ps -o comm`, `top`
+/// and `pgrep` show, cut to 15 bytes) and the argv area (what `ps -f` shows),
+/// overwritten in place when it is long enough.
+pub(crate) fn set_process_name(name: &str) {
+    if let Ok(c) = std::ffi::CString::new(name.as_bytes().iter().copied().take(15).collect::<Vec<u8>>())
+    {
+        let _ = rustix::thread::set_name(&c);
+    }
+    let _ = overwrite_argv(name);
+}
+
+/// Overwrites the original argv strings with `name` followed by NULs, the
+/// way setproctitle does, using the bounds the kernel reports in
+/// /proc/self/stat (fields 48 and 49: arg_start, arg_end).
+fn overwrite_argv(name: &str) -> io::Result<()> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The command name (field 2) may contain spaces; fields after it start
+    // past the last ')'.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3, so field N is at index N - 3.
+    let parse = |n: usize| -> Option<usize> { fields.get(n - 3)?.parse().ok() };
+    let (Some(start), Some(end)) = (parse(48), parse(49)) else {
+        return Err(io::Error::other("arg_start/arg_end not found in /proc/self/stat"));
+    };
+    if start == 0 || end <= start || end - start > 1 << 20 {
+        return Err(io::Error::other("implausible argv bounds"));
+    }
+    let len = end - start;
+    let mut bytes = vec![0u8; len];
+    let n = name.len().min(len - 1);
+    bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: [arg_start, arg_end) is the process's own argv string area,
+    // mapped writable in our stack for the life of the process (the kernel
+    // reports it for exactly this use). We write exactly `len` bytes inside
+    // it. Rust's std copied argv into its own storage at start-up, so no Rust
+    // reference aliases this memory; the only readers are the kernel (for
+    // /proc/<pid>/cmdline) and C code reading argv, which sees a valid
+    // NUL-terminated string.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), start as *mut u8, len) };
+    Ok(())
+}
