@@ -157,3 +157,27 @@ pub fn open_fds() -> Vec<String> {
     v.sort();
     v
 }
+
+/// Writes raw bytes onto this child's stream to its parent.
+#[spore::remote]
+pub fn write_raw(bytes: serde_bytes::ByteBuf) -> Result<(), std::io::Error> {
+    spore::fault::write_raw_to_parent(&bytes)
+}
+
+/// Writes raw bytes, then exits at once.
+#[spore::remote]
+pub fn write_raw_and_exit(bytes: serde_bytes::ByteBuf) {
+    let _ = spore::fault::write_raw_to_parent(&bytes);
+    std::process::exit(0)
+}
+
+/// Writes one well-formed frame with a `len`-byte payload straight onto the
+/// stream to the parent.
+#[spore::remote]
+pub fn write_frame(dst: u32, handle: u32, reply_to: u32, len: u32) -> Result<(), std::io::Error> {
+    let header = spore_proto::Header::new(dst, 0, handle).with_reply_to(reply_to);
+    let frame = spore_proto::Frame::new(header, vec![0u8; len as usize]);
+    let mut b = bytes::BytesMut::new();
+    frame.encode_into(&mut b);
+    spore::fault::write_raw_to_parent(&b)
+}

@@ -120,6 +120,27 @@ pub enum Fault {
     GarbageHeader,
 }
 
+/// Test-only hooks for forging traffic (feature `fault-injection`).
+#[cfg(feature = "fault-injection")]
+pub mod fault {
+    /// In a child context: writes raw bytes onto the stream to the parent,
+    /// bypassing the router, to test how the parent handles forged or
+    /// corrupt traffic.
+    pub fn write_raw_to_parent(bytes: &[u8]) -> std::io::Result<()> {
+        crate::bootstrap::child::write_raw_to_parent(bytes)
+    }
+
+    /// Sends `payload` to `handle` in `ctx` with a reply handle and waits
+    /// for the answer (a dead message becomes [`crate::CallError::Undeliverable`]).
+    pub async fn request(
+        ctx: &crate::Context,
+        handle: u32,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, crate::CallError> {
+        ctx.raw_request(handle, payload).await
+    }
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use crate::call::{

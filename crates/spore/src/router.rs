@@ -295,11 +295,22 @@ impl Inner {
     }
 
     /// A stream ended: forget everything behind it and wake whoever waits on it.
-    pub(crate) fn stream_lost(self: &Arc<Self>, stream: StreamId, detail: String) {
+    pub(crate) fn stream_lost(self: &Arc<Self>, stream: StreamId, mut detail: String) {
         self.take_stream(stream);
         let lost = self.routes.lock().unwrap().drop_stream(stream);
         if lost.is_empty() {
             return;
+        }
+        // What the child last said on stderr often explains its death.
+        let tail: Vec<String> = lost
+            .first()
+            .and_then(|id| {
+                let children = self.children.lock().unwrap();
+                children.get(id).map(|c| c.stderr_tail.lock().unwrap().iter().rev().take(5).rev().cloned().collect())
+            })
+            .unwrap_or_default();
+        if !tail.is_empty() {
+            detail = format!("{detail}; last stderr lines: {}", tail.join(" | "));
         }
         let mut waiters = Vec::new();
         {
@@ -621,6 +632,25 @@ impl Context {
     /// [`Context::call`] for programs without async: blocks this thread.
     pub fn call_blocking<F: RemoteFunction>(&self, f: F, args: F::Args) -> Result<F::Output, CallError> {
         self.call_async(f, args).wait()
+    }
+
+    #[cfg(feature = "fault-injection")]
+    pub(crate) async fn raw_request(&self, handle: u32, payload: Vec<u8>) -> Result<Vec<u8>, CallError> {
+        let reply_handle = self.inner.alloc_handle();
+        let (tx, rx) = oneshot::channel();
+        self.inner.handles.lock().unwrap().insert(reply_handle, Sink::Reply { context: self.id, tx });
+        let header = Header::new(self.id, self.inner.my_id, handle).with_reply_to(reply_handle);
+        self.inner.route(Frame::new(header, payload));
+        match rx.await {
+            Ok(Reply::Frame(f)) if f.header.is_dead() => Err(CallError::Undeliverable {
+                context: self.name.to_string(),
+                function: format!("handle {handle}"),
+                reason: f.dead_reason(),
+            }),
+            Ok(Reply::Frame(f)) => Ok(f.payload.to_vec()),
+            Ok(Reply::Lost(detail)) => Err(CallError::Disconnected { context: self.name.to_string(), detail }),
+            Err(_) => Err(CallError::Disconnected { context: self.name.to_string(), detail: "router shut down".into() }),
+        }
     }
 
     /// Asks the context to shut down and waits until it is gone (its

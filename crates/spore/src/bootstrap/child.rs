@@ -99,6 +99,10 @@ pub(crate) fn run() -> ! {
         Ok((stream_in, stream_out, cap_r))
     };
     let (stream_in, stream_out, capture) = setup().unwrap_or_else(|e| fatal(format!("setting up stdio: {e}")));
+    #[cfg(feature = "fault-injection")]
+    if let Ok(raw) = rustix::io::fcntl_dupfd_cloexec(&stream_out, 3) {
+        let _ = RAW_STREAM.set(raw);
+    }
 
     let logs = crate::logging::install_forwarder(cfg.log_level);
     install_panic_hook();
@@ -436,3 +440,22 @@ pub(crate) fn inner() -> Option<&'static Arc<Inner>> {
     CHILD.get().map(|c| &c.inner)
 }
 
+
+/// A second handle on the parent stream, for tests that forge bytes.
+#[cfg(feature = "fault-injection")]
+static RAW_STREAM: OnceLock<OwnedFd> = OnceLock::new();
+
+/// Writes `bytes` straight onto the stream to the parent, bypassing the
+/// router (the fd is non-blocking: retried until all is written).
+#[cfg(feature = "fault-injection")]
+pub(crate) fn write_raw_to_parent(mut bytes: &[u8]) -> std::io::Result<()> {
+    let fd = RAW_STREAM.get().ok_or_else(|| std::io::Error::other("not a child context"))?;
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(rustix::io::Errno::AGAIN) => std::thread::sleep(Duration::from_micros(100)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

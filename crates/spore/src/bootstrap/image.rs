@@ -46,10 +46,20 @@ impl Image {
             .clone()
     }
 
-    /// Whether the image is statically linked (no ELF PT_INTERP segment).
-    /// Only static images may run on other machines.
-    pub(crate) fn is_static(&self) -> bool {
-        is_static_elf(&self.raw)
+    /// Refuses a dynamically linked image for any target but this machine:
+    /// its libraries may differ elsewhere.
+    pub(crate) fn check_shippable(&self, same_machine: bool) -> Result<(), String> {
+        if same_machine || is_static_elf(&self.raw) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the image {} is dynamically linked; only local contexts can run it. \
+                 Build a static image: `rustup target add x86_64-unknown-linux-musl` and \
+                 `cargo build --release --target x86_64-unknown-linux-musl`, or on glibc \
+                 RUSTFLAGS='-C target-feature=+crt-static' with an explicit --target",
+                self.path.display()
+            ))
+        }
     }
 }
 
@@ -84,5 +94,13 @@ mod tests {
         assert!(!is_static_elf(&me));
         assert!(!is_static_elf(b"not an elf"));
         assert!(!is_static_elf(&[]));
+    }
+
+    #[test]
+    fn dynamic_images_are_refused_for_other_machines_with_a_hint() {
+        let img = Image::load(None).unwrap();
+        assert!(img.check_shippable(true).is_ok());
+        let err = img.check_shippable(false).unwrap_err();
+        assert!(err.contains("dynamically linked") && err.contains("musl"), "{err}");
     }
 }

@@ -127,6 +127,8 @@ pub(crate) async fn connect_local(
         detail,
     };
     let image = Image::load(inner.settings.image.as_deref()).map_err(image_err)?;
+    // A local child runs on this machine: a dynamically linked image is fine.
+    image.check_shippable(true).map_err(image_err)?;
 
     let mut cmd = if opts.first_stage {
         let mut c = Command::new("/bin/sh");

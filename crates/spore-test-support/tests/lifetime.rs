@@ -1,0 +1,327 @@
+//! Lifetime and bad input: shutdown, grace, parent death, reaping,
+//! timeouts, broken first stages, corrupt and forged streams.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use spore::{CallError, ConnectError, Fault, OutputStream};
+use spore_proto::{Frame, Header, handles};
+
+use spore_test_support::funcs::*;
+use spore_test_support::{Fixture, pid_alive, pid_exists, wait_gone};
+
+fn fixture() -> Fixture {
+    Fixture::new(env!("CARGO_BIN_EXE_spore-fixture"))
+}
+
+/// Pids of processes (alive or zombie) whose command line contains `needle`.
+fn processes_named(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn shutdown_reaps_the_child_and_later_calls_fail_at_once() {
+    let fx = fixture();
+    let router = fx.router();
+    for first_stage in [false, true] {
+        let ctx = router.local().first_stage(first_stage).await.unwrap();
+        let pid = ctx.pid().unwrap();
+        ctx.shutdown().await;
+        // Reaped, not a zombie.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pid_exists(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!pid_exists(pid), "child {pid} still exists after shutdown");
+        let start = Instant::now();
+        let err = ctx.call(add, (1, 1)).await.unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(1));
+        match &err {
+            CallError::Undeliverable { reason, .. } => {
+                assert!(reason.contains(&format!("no route to {}, my ID is 0", ctx.id())), "{reason}")
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hung_child_ends_itself_after_the_grace_period() {
+    let fx = fixture();
+    let router = fx.builder().shutdown_grace(Duration::from_millis(300)).build().unwrap();
+    let ctx = router.local().await.unwrap();
+    let hung = ctx.call_async(sleep_ms, (120_000,));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let start = Instant::now();
+    ctx.shutdown().await;
+    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    let err = hung.await.unwrap_err();
+    assert!(matches!(&err, CallError::Disconnected { context, .. } if context == "local.1"), "{err}");
+}
+
+#[tokio::test]
+async fn output_is_forwarded_line_by_line_without_loss_at_exit() {
+    let fx = fixture();
+    let router = fx.router();
+    let ctx = router.local().first_stage(true).await.unwrap();
+    // 1 MiB in one write, as one line: arrives in 64 KiB pieces.
+    assert_eq!(ctx.call(write_stdout, (1 << 20,)).await.unwrap(), 1 << 20);
+    assert_eq!(ctx.call(print_lines, (2000, "tail".into())).await.unwrap(), 2000);
+    ctx.call(eprint, ("to stderr".into(),)).await.unwrap();
+    ctx.shutdown().await;
+    let out = fx.lines(ctx.name(), OutputStream::Stdout);
+    let big: usize = out.iter().filter(|l| l.starts_with('x')).map(|l| l.len()).sum();
+    assert_eq!(big, 1 << 20);
+    let tail: Vec<&String> = out.iter().filter(|l| l.starts_with("tail")).collect();
+    assert_eq!(tail.len(), 2000, "lines lost at exit");
+    assert!(tail.iter().enumerate().all(|(i, l)| **l == format!("tail line {i}")));
+    let err = fx.wait_lines(ctx.name(), OutputStream::Stderr, Duration::from_secs(5), |l| !l.is_empty());
+    assert_eq!(err, ["to stderr"]);
+}
+
+#[tokio::test]
+async fn user_code_sees_dev_null_as_stdin_and_no_stream_fds() {
+    let fx = fixture();
+    let router = fx.router();
+    let ctx = router.local().first_stage(true).await.unwrap();
+    assert_eq!(ctx.call(read_stdin, ()).await.unwrap(), 0);
+    let fds = ctx.call(open_fds, ()).await.unwrap();
+    assert!(fds.iter().any(|f| f == "0->/dev/null"), "{fds:?}");
+    assert!(fds.iter().any(|f| f.starts_with("1->pipe:")), "{fds:?}");
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn contexts_are_fresh_processes_with_their_own_randomness() {
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let b = router.local().await.unwrap();
+    assert_ne!(a.pid(), b.pid());
+    assert_ne!(a.call(random_u64, ()).await.unwrap(), b.call(random_u64, ()).await.unwrap());
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_child_that_dies_during_a_call_wakes_the_caller_with_its_name() {
+    let fx = fixture();
+    let router = fx.router();
+    let ctx = router.local().await.unwrap();
+    let other = router.local().await.unwrap();
+    let pid = ctx.pid().unwrap();
+    let err = ctx.call(exit_now, (3,)).await.unwrap_err();
+    match &err {
+        CallError::Disconnected { context, detail } => {
+            assert_eq!(context, "local.1");
+            assert!(detail.contains("EOF"), "{detail}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert!(err.to_string().starts_with("local.1 disconnected"), "{err}");
+    assert!(wait_gone(pid, Duration::from_secs(5)).is_some());
+    // Nothing else in the tree is disturbed.
+    assert_eq!(other.call(add, (2, 2)).await.unwrap(), 4);
+    router.shutdown().await;
+}
+
+#[test]
+fn dropping_the_router_reaps_every_child() {
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().connect_blocking().unwrap();
+    let b = router.local().first_stage(true).connect_blocking().unwrap();
+    let pids = [a.pid().unwrap(), b.pid().unwrap()];
+    drop(router);
+    for pid in pids {
+        assert!(!pid_exists(pid), "child {pid} left behind after drop");
+    }
+    // Handles outlive the router; calls fail cleanly.
+    assert!(a.call_blocking(add, (1, 1)).is_err());
+}
+
+#[test]
+fn children_exit_when_the_master_is_killed() {
+    for first_stage in [false, true] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spore-fixture"));
+        cmd.arg("master").stdout(Stdio::piped()).stderr(Stdio::inherit());
+        if first_stage {
+            cmd.arg("--first-stage");
+        }
+        let mut master = cmd.spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(master.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let child: u32 = line
+            .trim()
+            .trim_start_matches("{\"child_pid\": ")
+            .trim_end_matches('}')
+            .parse()
+            .unwrap_or_else(|_| panic!("bad report {line:?}"));
+        assert!(pid_alive(child));
+        master.kill().unwrap();
+        master.wait().unwrap();
+        let gone = wait_gone(child, Duration::from_secs(5));
+        assert!(gone.is_some(), "child {child} survived its master (first_stage={first_stage})");
+    }
+}
+
+#[tokio::test]
+async fn a_first_stage_never_fed_times_out_and_is_killed() {
+    let fx = fixture();
+    let router = fx.router();
+    let start = Instant::now();
+    let err = router
+        .local()
+        .first_stage(true)
+        .name("never-fed-7f3a")
+        .connect_timeout(Duration::from_millis(700))
+        .fault(Fault::NeverFeed)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("never-fed-7f3a") && err.to_string().contains("timed out"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(processes_named("never-fed-7f3a"), Vec::<u32>::new(), "first stage not reaped");
+}
+
+#[tokio::test]
+async fn a_truncated_payload_fails_clearly_and_is_reaped() {
+    let fx = fixture();
+    let router = fx.router();
+    let err = router
+        .local()
+        .first_stage(true)
+        .name("truncated-7f3a")
+        .fault(Fault::TruncatePayload)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ConnectError::FirstStage { .. }), "{text}");
+    assert!(text.contains("truncated"), "{text}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_named("truncated-7f3a").is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(processes_named("truncated-7f3a"), Vec::<u32>::new());
+    // The router is unharmed.
+    let ctx = router.local().first_stage(true).await.unwrap();
+    assert_eq!(ctx.call(add, (1, 2)).await.unwrap(), 3);
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn garbage_instead_of_a_payload_header_fails_cleanly() {
+    let fx = fixture();
+    let router = fx.router();
+    let err = router
+        .local()
+        .first_stage(true)
+        .name("garbage-7f3a")
+        .fault(Fault::GarbageHeader)
+        .connect_timeout(Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::FirstStage { .. }), "{err}");
+}
+
+#[test]
+fn a_first_stage_fed_dev_zero_fails_within_seconds() {
+    let start = Instant::now();
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(spore::FIRST_STAGE)
+        .arg("spore:zero")
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(stdout.contains("SPORE-FAIL"), "{stdout}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn a_message_to_an_unknown_handle_gets_a_dead_reply() {
+    let fx = fixture();
+    let router = fx.router();
+    let ctx = router.local().await.unwrap();
+    let err = spore::fault::request(&ctx, 4242, vec![1, 2, 3]).await.unwrap_err();
+    match err {
+        CallError::Undeliverable { reason, .. } => assert_eq!(reason, "invalid handle 4242 in local.1"),
+        other => panic!("unexpected {other}"),
+    }
+    assert_eq!(ctx.call(add, (1, 2)).await.unwrap(), 3);
+    router.shutdown().await;
+}
+
+fn frame_bytes(f: &Frame) -> serde_bytes::ByteBuf {
+    let mut b = BytesMut::new();
+    f.encode_into(&mut b);
+    serde_bytes::ByteBuf::from(b.to_vec())
+}
+
+#[tokio::test]
+async fn garbage_on_a_stream_closes_only_that_stream() {
+    let fx = fixture();
+    let router = fx.router();
+    let bad = router.local().await.unwrap();
+    let good = router.local().await.unwrap();
+    let garbage = serde_bytes::ByteBuf::from(b"\x00garbage, not a frame".to_vec());
+    // The garbage lands before the reply, so the call sees the stream die.
+    let err = bad.call(write_raw, (garbage,)).await.unwrap_err();
+    match &err {
+        CallError::Disconnected { context, detail } => {
+            assert_eq!(context, "local.1");
+            assert!(detail.contains("corruption detected"), "{detail}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert!(wait_gone(bad.pid().unwrap(), Duration::from_secs(5)).is_some());
+    assert_eq!(good.call(add, (5, 5)).await.unwrap(), 10);
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_oversized_frame_is_refused_and_the_stream_survives() {
+    let fx = fixture();
+    let router = fx.builder().max_message_size(4096).build().unwrap();
+    let ctx = router.local().await.unwrap();
+    // A frame from the child, to a handle of its own, over the master's
+    // limit: the master skips it unbuffered and answers with a dead message.
+    ctx.call(write_frame, (0, 77, 5000, 10_000)).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ctx.call(add, (1, 2)).await.unwrap(), 3);
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_frame_truncated_by_the_childs_death_is_an_eof_not_a_panic() {
+    let fx = fixture();
+    let router = fx.router();
+    let ctx = router.local().await.unwrap();
+    let f = Frame::new(Header::new(0, ctx.id(), handles::FORWARD_LOG), vec![0u8; 1000]);
+    let mut bytes = frame_bytes(&f);
+    bytes.truncate(500);
+    let err = ctx.call(write_raw_and_exit, (bytes,)).await.unwrap_err();
+    assert!(matches!(&err, CallError::Disconnected { detail, .. } if detail.contains("EOF")), "{err}");
+    let other = router.local().await.unwrap();
+    assert_eq!(other.call(add, (1, 2)).await.unwrap(), 3);
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutting_the_router_down_during_a_connect_cancels_it() {
+    let fx = fixture();
+    let router = fx.router();
+    router.shutdown().await;
+    let err = router.local().await.unwrap_err();
+    assert!(matches!(err, ConnectError::Aborted(_)), "{err}");
+}
