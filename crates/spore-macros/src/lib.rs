@@ -13,12 +13,9 @@ use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type, parse_macro_input, spanne
 #[proc_macro_attribute]
 pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {
-        return syn::Error::new(
-            Span::call_site(),
-            "#[spore::remote] takes no arguments",
-        )
-        .to_compile_error()
-        .into();
+        return syn::Error::new(Span::call_site(), "#[spore::remote] takes no arguments")
+            .to_compile_error()
+            .into();
     }
     let func = parse_macro_input!(item as ItemFn);
     match expand(func) {
@@ -168,11 +165,7 @@ fn expand(func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
 /// functions report `Err` as a remote error instead of serializing it.
 fn returns_result(ty: &Type) -> bool {
     match ty {
-        Type::Path(p) => p
-            .path
-            .segments
-            .last()
-            .is_some_and(|s| s.ident == "Result"),
+        Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Result"),
         _ => false,
     }
 }

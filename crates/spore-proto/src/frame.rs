@@ -238,7 +238,9 @@ impl Decoder {
     /// stream must be closed: the decoder makes no attempt to resynchronise.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<DecodeEvent>, DecodeError> {
         if self.skipping > 0 {
-            let n = usize::try_from(self.skipping).unwrap_or(usize::MAX).min(buf.len());
+            let n = usize::try_from(self.skipping)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
             buf.advance(n);
             self.skipping -= n as u64;
             if self.skipping > 0 {
@@ -258,7 +260,9 @@ impl Decoder {
         if header.len > self.max {
             buf.advance(HEADER_LEN);
             self.skipping = u64::from(header.len);
-            let n = usize::try_from(self.skipping).unwrap_or(usize::MAX).min(buf.len());
+            let n = usize::try_from(self.skipping)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
             buf.advance(n);
             self.skipping -= n as u64;
             return Ok(Some(DecodeEvent::Oversized(header)));
@@ -293,8 +297,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_header() -> impl Strategy<Value = Header> {
-        (0u8..4, any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
-            |(enc, dst, src, auth, handle, reply_to)| Header {
+        (
+            0u8..4,
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+        )
+            .prop_map(|(enc, dst, src, auth, handle, reply_to)| Header {
                 encoding: Encoding::from_u8(enc).unwrap(),
                 dst,
                 src,
@@ -302,8 +313,7 @@ mod tests {
                 handle,
                 reply_to,
                 len: 0,
-            },
-        )
+            })
     }
 
     proptest! {
@@ -379,7 +389,10 @@ mod tests {
         assert_eq!(dec.decode(&mut partial).unwrap(), None);
         assert_eq!(dec.wanted(&partial), 1);
         partial.extend_from_slice(&wire[wire.len() - 1..]);
-        assert_eq!(dec.decode(&mut partial).unwrap(), Some(DecodeEvent::Frame(f)));
+        assert_eq!(
+            dec.decode(&mut partial).unwrap(),
+            Some(DecodeEvent::Frame(f))
+        );
     }
 
     #[test]
@@ -401,7 +414,9 @@ mod tests {
             }
         }
         assert_eq!(events.len(), 2);
-        assert!(matches!(&events[0], DecodeEvent::Oversized(h) if h.len == 5000 && h.reply_to == 1234));
+        assert!(
+            matches!(&events[0], DecodeEvent::Oversized(h) if h.len == 5000 && h.reply_to == 1234)
+        );
         assert_eq!(events[1], DecodeEvent::Frame(small));
     }
 
@@ -418,7 +433,10 @@ mod tests {
     fn dead_replies_go_back_and_never_loop() {
         let call = Header::new(3, 0, handles::CALL_FUNCTION).with_reply_to(1001);
         let dead = Frame::dead_reply(&call, 3, "invalid handle").unwrap();
-        assert_eq!((dead.header.dst, dead.header.handle, dead.header.src), (0, 1001, 3));
+        assert_eq!(
+            (dead.header.dst, dead.header.handle, dead.header.src),
+            (0, 1001, 3)
+        );
         assert!(dead.header.is_dead());
         assert_eq!(dead.dead_reason(), "invalid handle");
         assert!(Frame::dead_reply(&dead.header, 0, "again").is_none());

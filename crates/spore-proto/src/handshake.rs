@@ -74,6 +74,9 @@ mod tests {
     #[test]
     fn up_line_round_trips() {
         let l = up_line("0.1.0-abc");
-        assert_eq!(parse_up(l.trim_end()), Some((crate::PROTOCOL_VERSION, "0.1.0-abc")));
+        assert_eq!(
+            parse_up(l.trim_end()),
+            Some((crate::PROTOCOL_VERSION, "0.1.0-abc"))
+        );
     }
 }

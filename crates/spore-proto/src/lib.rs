@@ -30,9 +30,7 @@ pub mod handshake;
 pub mod messages;
 pub mod routing;
 
-pub use frame::{
-    DecodeError, DecodeEvent, Decoder, Encoding, Frame, HEADER_LEN, Header, MAGIC,
-};
+pub use frame::{DecodeError, DecodeEvent, Decoder, Encoding, Frame, HEADER_LEN, Header, MAGIC};
 
 /// A context's identity in the tree. The master is always [`MASTER_ID`].
 pub type ContextId = u32;

@@ -56,7 +56,9 @@ pub struct Unserializable;
 
 impl Serialize for Unserializable {
     fn serialize<S: serde::Serializer>(&self, _s: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom("Unserializable refuses to serialize"))
+        Err(serde::ser::Error::custom(
+            "Unserializable refuses to serialize",
+        ))
     }
 }
 
@@ -149,7 +151,11 @@ pub fn open_fds() -> Vec<String> {
             d.filter_map(|e| {
                 let e = e.ok()?;
                 let target = std::fs::read_link(e.path()).ok()?;
-                Some(format!("{}->{}", e.file_name().to_string_lossy(), target.display()))
+                Some(format!(
+                    "{}->{}",
+                    e.file_name().to_string_lossy(),
+                    target.display()
+                ))
             })
             .collect()
         })

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use spore::{CallError, OutputStream, RemoteErrorKind};
 use spore_test_support::funcs::*;
-use spore_test_support::{Fixture, pid_exists, proc_names, wait_gone};
+use spore_test_support::{Fixture, proc_names};
 
 fn fixture() -> Fixture {
     Fixture::new(env!("CARGO_BIN_EXE_spore-fixture"))
@@ -32,9 +32,46 @@ async fn calls_return_typed_results_through_both_start_methods() {
         assert_ne!(facts.pid, std::process::id());
         // The process named itself after the context.
         let (comm, cmdline) = proc_names(facts.pid);
-        assert_eq!(comm, format!("spore:{}", ctx.name()), "first_stage={first_stage}");
-        assert!(cmdline.starts_with(&format!("spore:{}", ctx.name())), "{cmdline:?}");
+        assert_eq!(
+            comm,
+            format!("spore:{}", ctx.name()),
+            "first_stage={first_stage}"
+        );
+        assert!(
+            cmdline.starts_with(&format!("spore:{}", ctx.name())),
+            "{cmdline:?}"
+        );
     }
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_first_stage_takes_raw_and_compressed_images() {
+    let fx = fixture();
+    let router = fx.router();
+    let zstd = router.local().first_stage(true).await.unwrap();
+    let raw = router
+        .local()
+        .first_stage(true)
+        .compress(false)
+        .await
+        .unwrap();
+    assert_eq!(zstd.call(add, (1, 2)).await.unwrap(), 3);
+    assert_eq!(raw.call(add, (1, 2)).await.unwrap(), 3);
+    let image = std::fs::metadata(env!("CARGO_BIN_EXE_spore-fixture"))
+        .unwrap()
+        .len();
+    // The raw bootstrap carries the whole image; the zstd one much less.
+    assert!(
+        raw.bytes_written() > image,
+        "{} <= {image}",
+        raw.bytes_written()
+    );
+    assert!(
+        zstd.bytes_written() < image / 2,
+        "{} vs {image}",
+        zstd.bytes_written()
+    );
     router.shutdown().await;
 }
 
@@ -61,14 +98,29 @@ async fn many_outstanding_calls_and_no_reply_calls() {
     // Async functions run concurrently: 20 calls sleeping 200 ms take far
     // less than 20 * 200 ms.
     let start = std::time::Instant::now();
-    let sleepers: Vec<_> = (0..20).map(|i| ctx.call_async(async_echo, (format!("{i}"), 200))).collect();
+    let sleepers: Vec<_> = (0..20)
+        .map(|i| ctx.call_async(async_echo, (format!("{i}"), 200)))
+        .collect();
     for s in sleepers {
         s.await.unwrap();
     }
-    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
-    ctx.call_no_reply(print_lines, (1, "noreply".into())).unwrap();
-    fx.wait_lines(ctx.name(), OutputStream::Stdout, Duration::from_secs(10), |l| !l.is_empty());
-    assert_eq!(fx.lines(ctx.name(), OutputStream::Stdout), ["noreply line 0"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    ctx.call_no_reply(print_lines, (1, "noreply".into()))
+        .unwrap();
+    fx.wait_lines(
+        ctx.name(),
+        OutputStream::Stdout,
+        Duration::from_secs(10),
+        |l| !l.is_empty(),
+    );
+    assert_eq!(
+        fx.lines(ctx.name(), OutputStream::Stdout),
+        ["noreply line 0"]
+    );
     router.shutdown().await;
 }
 
@@ -96,7 +148,10 @@ async fn remote_errors_carry_context_type_message_chain() {
     assert_eq!(r.chain, ["no such file: /etc/x.conf"]);
     assert!(r.function.ends_with("funcs::fails_with_chain"));
     let text = err.to_string();
-    assert!(text.contains("local.1") && text.contains("no such file"), "{text}");
+    assert!(
+        text.contains("local.1") && text.contains("no such file"),
+        "{text}"
+    );
     router.shutdown().await;
 }
 
@@ -134,11 +189,18 @@ async fn unknown_function_bad_arguments_and_unserializable_results() {
     let err = ctx.call(only_in_the_test_binary, ()).await.unwrap_err();
     let r = err.remote().unwrap();
     assert_eq!(r.kind, RemoteErrorKind::NoSuchFunction);
-    assert!(r.message.starts_with("no such function ") && r.message.ends_with(" in local.1"), "{}", r.message);
+    assert!(
+        r.message.starts_with("no such function ") && r.message.ends_with(" in local.1"),
+        "{}",
+        r.message
+    );
 
     // A u64 where a String is expected.
     let name = <__spore_remote_takes_string as spore::RemoteFunction>::NAME;
-    let err = ctx.call_named::<(u64, u64), usize>(name, &(u64::MAX, 3)).await.unwrap_err();
+    let err = ctx
+        .call_named::<(u64, u64), usize>(name, &(u64::MAX, 3))
+        .await
+        .unwrap_err();
     let r = err.remote().unwrap();
     assert_eq!(r.kind, RemoteErrorKind::BadArguments, "{err}");
     assert!(r.message.contains("takes_string"), "{}", r.message);
@@ -146,11 +208,19 @@ async fn unknown_function_bad_arguments_and_unserializable_results() {
     let err = ctx.call(unserializable, ()).await.unwrap_err();
     let r = err.remote().unwrap();
     assert_eq!(r.kind, RemoteErrorKind::Unserializable);
-    assert!(r.message.contains("funcs::Unserializable could not be serialized"), "{}", r.message);
+    assert!(
+        r.message
+            .contains("funcs::Unserializable could not be serialized"),
+        "{}",
+        r.message
+    );
 
     // The reply type does not match what the caller expects.
     let name = <__spore_remote_add as spore::RemoteFunction>::NAME;
-    let err = ctx.call_named::<(i32, i32), String>(name, &(300, 1)).await.unwrap_err();
+    let err = ctx
+        .call_named::<(i32, i32), String>(name, &(300, 1))
+        .await
+        .unwrap_err();
     assert!(matches!(err, CallError::Decode { .. }), "{err}");
 
     assert_eq!(ctx.call(add, (1, 1)).await.unwrap(), 2);
@@ -168,12 +238,20 @@ async fn message_size_limit_is_enforced_both_ways_and_inherited() {
     let big = serde_bytes::ByteBuf::from(vec![1u8; 100 * 1024]);
     let err = ctx.call(len_of, (big,)).await.unwrap_err();
     assert!(matches!(err, CallError::TooLarge { .. }));
-    assert!(err.to_string().contains("message too large (max 65536 bytes"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("message too large (max 65536 bytes"),
+        "{err}"
+    );
 
     let err = ctx.call(bytes_of, (100 * 1024,)).await.unwrap_err();
     let r = err.remote().unwrap();
     assert_eq!(r.kind, RemoteErrorKind::TooLarge);
-    assert!(r.message.contains("message too large (max 65536 bytes"), "{}", r.message);
+    assert!(
+        r.message.contains("message too large (max 65536 bytes"),
+        "{}",
+        r.message
+    );
 
     assert_eq!(ctx.call(bytes_of, (1000,)).await.unwrap().len(), 1000);
     router.shutdown().await;
@@ -187,7 +265,10 @@ async fn large_replies_arrive_intact() {
     let b = ctx.call(bytes_of, (64 << 20,)).await.unwrap();
     assert_eq!(b.len(), 64 << 20);
     assert!(b.iter().all(|&x| x == 0xA5));
-    let n = ctx.call(len_of, (serde_bytes::ByteBuf::from(vec![3u8; 8 << 20]),)).await.unwrap();
+    let n = ctx
+        .call(len_of, (serde_bytes::ByteBuf::from(vec![3u8; 8 << 20]),))
+        .await
+        .unwrap();
     assert_eq!(n, 8 << 20);
     router.shutdown().await;
 }

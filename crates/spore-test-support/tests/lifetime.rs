@@ -48,7 +48,10 @@ async fn shutdown_reaps_the_child_and_later_calls_fail_at_once() {
         assert!(start.elapsed() < Duration::from_secs(1));
         match &err {
             CallError::Undeliverable { reason, .. } => {
-                assert!(reason.contains(&format!("no route to {}, my ID is 0", ctx.id())), "{reason}")
+                assert!(
+                    reason.contains(&format!("no route to {}, my ID is 0", ctx.id())),
+                    "{reason}"
+                )
             }
             other => panic!("unexpected {other}"),
         }
@@ -58,15 +61,26 @@ async fn shutdown_reaps_the_child_and_later_calls_fail_at_once() {
 #[tokio::test]
 async fn a_hung_child_ends_itself_after_the_grace_period() {
     let fx = fixture();
-    let router = fx.builder().shutdown_grace(Duration::from_millis(300)).build().unwrap();
+    let router = fx
+        .builder()
+        .shutdown_grace(Duration::from_millis(300))
+        .build()
+        .unwrap();
     let ctx = router.local().await.unwrap();
     let hung = ctx.call_async(sleep_ms, (120_000,));
     tokio::time::sleep(Duration::from_millis(50)).await;
     let start = Instant::now();
     ctx.shutdown().await;
-    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
     let err = hung.await.unwrap_err();
-    assert!(matches!(&err, CallError::Disconnected { context, .. } if context == "local.1"), "{err}");
+    assert!(
+        matches!(&err, CallError::Disconnected { context, .. } if context == "local.1"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -76,16 +90,32 @@ async fn output_is_forwarded_line_by_line_without_loss_at_exit() {
     let ctx = router.local().first_stage(true).await.unwrap();
     // 1 MiB in one write, as one line: arrives in 64 KiB pieces.
     assert_eq!(ctx.call(write_stdout, (1 << 20,)).await.unwrap(), 1 << 20);
-    assert_eq!(ctx.call(print_lines, (2000, "tail".into())).await.unwrap(), 2000);
+    assert_eq!(
+        ctx.call(print_lines, (2000, "tail".into())).await.unwrap(),
+        2000
+    );
     ctx.call(eprint, ("to stderr".into(),)).await.unwrap();
     ctx.shutdown().await;
     let out = fx.lines(ctx.name(), OutputStream::Stdout);
-    let big: usize = out.iter().filter(|l| l.starts_with('x')).map(|l| l.len()).sum();
+    let big: usize = out
+        .iter()
+        .filter(|l| l.starts_with('x'))
+        .map(|l| l.len())
+        .sum();
     assert_eq!(big, 1 << 20);
     let tail: Vec<&String> = out.iter().filter(|l| l.starts_with("tail")).collect();
     assert_eq!(tail.len(), 2000, "lines lost at exit");
-    assert!(tail.iter().enumerate().all(|(i, l)| **l == format!("tail line {i}")));
-    let err = fx.wait_lines(ctx.name(), OutputStream::Stderr, Duration::from_secs(5), |l| !l.is_empty());
+    assert!(
+        tail.iter()
+            .enumerate()
+            .all(|(i, l)| **l == format!("tail line {i}"))
+    );
+    let err = fx.wait_lines(
+        ctx.name(),
+        OutputStream::Stderr,
+        Duration::from_secs(5),
+        |l| !l.is_empty(),
+    );
     assert_eq!(err, ["to stderr"]);
 }
 
@@ -108,7 +138,10 @@ async fn contexts_are_fresh_processes_with_their_own_randomness() {
     let a = router.local().await.unwrap();
     let b = router.local().await.unwrap();
     assert_ne!(a.pid(), b.pid());
-    assert_ne!(a.call(random_u64, ()).await.unwrap(), b.call(random_u64, ()).await.unwrap());
+    assert_ne!(
+        a.call(random_u64, ()).await.unwrap(),
+        b.call(random_u64, ()).await.unwrap()
+    );
     router.shutdown().await;
 }
 
@@ -153,13 +186,17 @@ fn dropping_the_router_reaps_every_child() {
 fn children_exit_when_the_master_is_killed() {
     for first_stage in [false, true] {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_spore-fixture"));
-        cmd.arg("master").stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.arg("master")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         if first_stage {
             cmd.arg("--first-stage");
         }
         let mut master = cmd.spawn().unwrap();
         let mut line = String::new();
-        std::io::BufReader::new(master.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        std::io::BufReader::new(master.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let child: u32 = line
             .trim()
             .trim_start_matches("{\"child_pid\": ")
@@ -170,7 +207,10 @@ fn children_exit_when_the_master_is_killed() {
         master.kill().unwrap();
         master.wait().unwrap();
         let gone = wait_gone(child, Duration::from_secs(5));
-        assert!(gone.is_some(), "child {child} survived its master (first_stage={first_stage})");
+        assert!(
+            gone.is_some(),
+            "child {child} survived its master (first_stage={first_stage})"
+        );
     }
 }
 
@@ -188,9 +228,16 @@ async fn a_first_stage_never_fed_times_out_and_is_killed() {
         .await
         .unwrap_err();
     assert!(matches!(err, ConnectError::Timeout { .. }), "{err}");
-    assert!(err.to_string().contains("never-fed-7f3a") && err.to_string().contains("timed out"), "{err}");
+    assert!(
+        err.to_string().contains("never-fed-7f3a") && err.to_string().contains("timed out"),
+        "{err}"
+    );
     assert!(start.elapsed() < Duration::from_secs(5));
-    assert_eq!(processes_named("never-fed-7f3a"), Vec::<u32>::new(), "first stage not reaped");
+    assert_eq!(
+        processes_named("never-fed-7f3a"),
+        Vec::<u32>::new(),
+        "first stage not reaped"
+    );
 }
 
 #[tokio::test]
@@ -254,9 +301,13 @@ async fn a_message_to_an_unknown_handle_gets_a_dead_reply() {
     let fx = fixture();
     let router = fx.router();
     let ctx = router.local().await.unwrap();
-    let err = spore::fault::request(&ctx, 4242, vec![1, 2, 3]).await.unwrap_err();
+    let err = spore::fault::request(&ctx, 4242, vec![1, 2, 3])
+        .await
+        .unwrap_err();
     match err {
-        CallError::Undeliverable { reason, .. } => assert_eq!(reason, "invalid handle 4242 in local.1"),
+        CallError::Undeliverable { reason, .. } => {
+            assert_eq!(reason, "invalid handle 4242 in local.1")
+        }
         other => panic!("unexpected {other}"),
     }
     assert_eq!(ctx.call(add, (1, 2)).await.unwrap(), 3);
@@ -297,7 +348,9 @@ async fn an_oversized_frame_is_refused_and_the_stream_survives() {
     let ctx = router.local().await.unwrap();
     // A frame from the child, to a handle of its own, over the master's
     // limit: the master skips it unbuffered and answers with a dead message.
-    ctx.call(write_frame, (0, 77, 5000, 10_000)).await.unwrap_or_else(|e| panic!("{e}"));
+    ctx.call(write_frame, (0, 77, 5000, 10_000))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ctx.call(add, (1, 2)).await.unwrap(), 3);
     router.shutdown().await;
 }
@@ -307,11 +360,17 @@ async fn a_frame_truncated_by_the_childs_death_is_an_eof_not_a_panic() {
     let fx = fixture();
     let router = fx.router();
     let ctx = router.local().await.unwrap();
-    let f = Frame::new(Header::new(0, ctx.id(), handles::FORWARD_LOG), vec![0u8; 1000]);
+    let f = Frame::new(
+        Header::new(0, ctx.id(), handles::FORWARD_LOG),
+        vec![0u8; 1000],
+    );
     let mut bytes = frame_bytes(&f);
     bytes.truncate(500);
     let err = ctx.call(write_raw_and_exit, (bytes,)).await.unwrap_err();
-    assert!(matches!(&err, CallError::Disconnected { detail, .. } if detail.contains("EOF")), "{err}");
+    assert!(
+        matches!(&err, CallError::Disconnected { detail, .. } if detail.contains("EOF")),
+        "{err}"
+    );
     let other = router.local().await.unwrap();
     assert_eq!(other.call(add, (1, 2)).await.unwrap(), 3);
     router.shutdown().await;

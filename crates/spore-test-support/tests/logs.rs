@@ -42,7 +42,10 @@ impl<S: tracing::Subscriber> Layer<S> for Capture {
         if e.metadata().target() == "spore::remote" {
             let mut f = Fields::default();
             e.record(&mut f);
-            self.0.lock().unwrap().push((f.context, e.metadata().level().to_string(), f.message));
+            self.0
+                .lock()
+                .unwrap()
+                .push((f.context, e.metadata().level().to_string(), f.message));
         }
     }
 }
@@ -70,21 +73,40 @@ fn child_logs_reach_the_master_with_the_context_name() {
     let fx = Fixture::new(env!("CARGO_BIN_EXE_spore-fixture"));
     let router = fx.router();
     for first_stage in [false, true] {
-        let ctx = router.local().first_stage(first_stage).connect_blocking().unwrap();
+        let ctx = router
+            .local()
+            .first_stage(first_stage)
+            .connect_blocking()
+            .unwrap();
         let name = ctx.name().to_owned();
         // The child's earliest record, emitted before its stream was up.
         assert!(
-            cap.wait_for(|(c, l, m)| *c == name && l == "DEBUG" && m.contains(&format!("context {name} starting"))),
+            cap.wait_for(|(c, l, m)| *c == name
+                && l == "DEBUG"
+                && m.contains(&format!("context {name} starting"))),
             "start-up record missing: {:?}",
             cap.0.lock().unwrap()
         );
-        ctx.call_blocking(log_event, ("info".into(), format!("hello from {name}"))).unwrap();
-        ctx.call_blocking(log_event, ("error".into(), "bad thing".into())).unwrap();
-        ctx.call_blocking(log_event, ("trace".into(), "too fine".into())).unwrap();
-        assert!(cap.wait_for(|(c, l, m)| *c == name && l == "INFO" && *m == format!("hello from {name}")));
+        ctx.call_blocking(log_event, ("info".into(), format!("hello from {name}")))
+            .unwrap();
+        ctx.call_blocking(log_event, ("error".into(), "bad thing".into()))
+            .unwrap();
+        ctx.call_blocking(log_event, ("trace".into(), "too fine".into()))
+            .unwrap();
+        assert!(
+            cap.wait_for(|(c, l, m)| *c == name
+                && l == "INFO"
+                && *m == format!("hello from {name}"))
+        );
         assert!(cap.wait_for(|(c, l, m)| *c == name && l == "ERROR" && m == "bad thing answer=42"));
     }
     router.shutdown_blocking();
     // TRACE is below the master's level: the children never sent it.
-    assert!(!cap.0.lock().unwrap().iter().any(|(_, _, m)| m == "too fine"));
+    assert!(
+        !cap.0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, _, m)| m == "too fine")
+    );
 }

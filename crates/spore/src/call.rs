@@ -28,11 +28,35 @@ pub trait RemoteFunction: Copy {
 /// turned into a [`RemoteError`] with the context's name by the dispatcher.
 #[derive(Debug)]
 #[doc(hidden)]
-pub struct Failure {
+pub struct FailureInfo {
     pub kind: RemoteErrorKind,
     pub type_name: String,
     pub message: String,
     pub chain: Vec<String>,
+    pub location: Option<String>,
+    pub backtrace: Option<String>,
+}
+
+/// Boxed: it travels in the `Err` of every call's result.
+#[doc(hidden)]
+pub type Failure = Box<FailureInfo>;
+
+impl FailureInfo {
+    /// A failure without source chain, location or backtrace.
+    pub fn new(
+        kind: RemoteErrorKind,
+        type_name: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            type_name: type_name.into(),
+            message: message.into(),
+            chain: Vec::new(),
+            location: None,
+            backtrace: None,
+        }
+    }
 }
 
 #[doc(hidden)]
@@ -77,14 +101,15 @@ pub fn registered_functions() -> Vec<&'static str> {
 /// Decodes the argument tuple, insisting the whole payload is consumed.
 #[doc(hidden)]
 pub fn decode_args<A: DeserializeOwned>(function: &str, bytes: &[u8]) -> Result<A, Failure> {
-    let bad = |detail: String| Failure {
-        kind: RemoteErrorKind::BadArguments,
-        type_name: std::any::type_name::<A>().to_owned(),
-        message: format!(
-            "arguments for {function} do not decode as {}: {detail}",
-            std::any::type_name::<A>()
-        ),
-        chain: Vec::new(),
+    let bad = |detail: String| {
+        Box::new(FailureInfo::new(
+            RemoteErrorKind::BadArguments,
+            std::any::type_name::<A>(),
+            format!(
+                "arguments for {function} do not decode as {}: {detail}",
+                std::any::type_name::<A>()
+            ),
+        ))
     };
     match postcard::take_from_bytes::<A>(bytes) {
         Ok((a, [])) => Ok(a),
@@ -96,14 +121,15 @@ pub fn decode_args<A: DeserializeOwned>(function: &str, bytes: &[u8]) -> Result<
 /// Encodes a plain return value as an OK reply.
 #[doc(hidden)]
 pub fn encode_value<T: Serialize>(value: T) -> Result<Vec<u8>, Failure> {
-    postcard::to_extend(&value, vec![REPLY_OK]).map_err(|e| Failure {
-        kind: RemoteErrorKind::Unserializable,
-        type_name: std::any::type_name::<T>().to_owned(),
-        message: format!(
-            "the result of type {} could not be serialized: {e}",
-            std::any::type_name::<T>()
-        ),
-        chain: Vec::new(),
+    postcard::to_extend(&value, vec![REPLY_OK]).map_err(|e| {
+        Box::new(FailureInfo::new(
+            RemoteErrorKind::Unserializable,
+            std::any::type_name::<T>(),
+            format!(
+                "the result of type {} could not be serialized: {e}",
+                std::any::type_name::<T>()
+            ),
+        ))
     })
 }
 
@@ -135,12 +161,10 @@ where
                 chain.push(s.to_string());
                 source = s.source();
             }
-            Failure {
-                kind: RemoteErrorKind::Returned,
-                type_name,
-                message: boxed.to_string(),
+            Box::new(FailureInfo {
                 chain,
-            }
+                ..FailureInfo::new(RemoteErrorKind::Returned, type_name, boxed.to_string())
+            })
         })
     }
 }
@@ -230,7 +254,11 @@ impl fmt::Display for CallError {
                     RemoteErrorKind::Unserializable => "could not serialize its result",
                     RemoteErrorKind::TooLarge => "produced a reply over the size limit",
                 };
-                write!(f, "{} in {} {what}: {}: {}", r.function, r.context, r.type_name, r.message)?;
+                write!(
+                    f,
+                    "{} in {} {what}: {}: {}",
+                    r.function, r.context, r.type_name, r.message
+                )?;
                 for c in &r.chain {
                     write!(f, ": {c}")?;
                 }
@@ -246,18 +274,36 @@ impl fmt::Display for CallError {
                 }
                 Ok(())
             }
-            CallError::Undeliverable { context, function, reason } => {
-                write!(f, "call to {function} in {context} was not delivered: {reason}")
+            CallError::Undeliverable {
+                context,
+                function,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "call to {function} in {context} was not delivered: {reason}"
+                )
             }
-            CallError::TooLarge { function, size, max } => write!(
+            CallError::TooLarge {
+                function,
+                size,
+                max,
+            } => write!(
                 f,
                 "arguments for {function}: {}",
                 spore_proto::too_large_reason(*size as u64, *max)
             ),
             CallError::Encode { function, detail } => {
-                write!(f, "could not serialize the arguments for {function}: {detail}")
+                write!(
+                    f,
+                    "could not serialize the arguments for {function}: {detail}"
+                )
             }
-            CallError::Decode { context, function, detail } => write!(
+            CallError::Decode {
+                context,
+                function,
+                detail,
+            } => write!(
                 f,
                 "the reply of {function} from {context} did not decode: {detail}"
             ),

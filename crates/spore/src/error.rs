@@ -86,6 +86,10 @@ fn quote_lines(lines: &[String]) -> String {
     if lines.is_empty() {
         "(none)".to_owned()
     } else {
-        lines.iter().map(|l| format!("{l:?}")).collect::<Vec<_>>().join(", ")
+        lines
+            .iter()
+            .map(|l| format!("{l:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }

@@ -105,7 +105,11 @@ pub fn is_child() -> bool {
 /// This build's identity, checked at handshake: every context of a tree
 /// must run the same build.
 pub fn build_id() -> String {
-    format!("{}-p{}", env!("CARGO_PKG_VERSION"), spore_proto::PROTOCOL_VERSION)
+    format!(
+        "{}-p{}",
+        env!("CARGO_PKG_VERSION"),
+        spore_proto::PROTOCOL_VERSION
+    )
 }
 
 /// Ways to make a bootstrap misbehave, for testing the error paths.
@@ -144,8 +148,8 @@ pub mod fault {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::call::{
-        BoxFuture, Failure, Invoke, REMOTE_FUNCTIONS, RemoteEntry, RemoteResult, decode_args,
-        encode_result, encode_value,
+        BoxFuture, Failure, FailureInfo, Invoke, REMOTE_FUNCTIONS, RemoteEntry, RemoteResult,
+        decode_args, encode_result, encode_value,
     };
     pub use linkme;
 }

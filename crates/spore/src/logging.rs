@@ -86,7 +86,11 @@ impl Visit for MessageVisitor {
 }
 
 impl<S: tracing::Subscriber> Layer<S> for ForwardLayer {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
         let mut v = MessageVisitor::default();
         event.record(&mut v);
         let meta = event.metadata();
@@ -133,8 +137,13 @@ pub(crate) async fn flush_logs() {
 
 /// Sends one record to the master.
 pub(crate) fn send_record(inner: &Arc<Inner>, rec: &LogRecord) {
-    let Ok(payload) = postcard::to_stdvec(rec) else { return };
-    let _ = inner.send(Frame::new(Header::new(MASTER_ID, inner.my_id, handles::FORWARD_LOG), payload));
+    let Ok(payload) = postcard::to_stdvec(rec) else {
+        return;
+    };
+    let _ = inner.send(Frame::new(
+        Header::new(MASTER_ID, inner.my_id, handles::FORWARD_LOG),
+        payload,
+    ));
 }
 
 /// FORWARD_LOG in the master: re-emit with the context's name.
@@ -142,7 +151,10 @@ pub(crate) fn on_forward_log(inner: &Arc<Inner>, frame: Frame) {
     let rec: LogRecord = match postcard::from_bytes(&frame.payload) {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!("undecodable log record from context {}: {e}", frame.header.src);
+            tracing::warn!(
+                "undecodable log record from context {}: {e}",
+                frame.header.src
+            );
             return;
         }
     };
@@ -152,13 +164,24 @@ pub(crate) fn on_forward_log(inner: &Arc<Inner>, frame: Frame) {
         LogOrigin::Stdout => emit_output(inner, id, &name, OutputStream::Stdout, &rec.message),
         LogOrigin::Stderr => emit_output(inner, id, &name, OutputStream::Stderr, &rec.message),
         LogOrigin::Tracing => {
-            let (context, target, message) = (name.as_str(), rec.target.as_str(), rec.message.as_str());
+            let (context, target, message) =
+                (name.as_str(), rec.target.as_str(), rec.message.as_str());
             match rec.level {
-                1 => tracing::error!(target: "spore::remote", context, remote_target = target, "{message}"),
-                2 => tracing::warn!(target: "spore::remote", context, remote_target = target, "{message}"),
-                3 => tracing::info!(target: "spore::remote", context, remote_target = target, "{message}"),
-                4 => tracing::debug!(target: "spore::remote", context, remote_target = target, "{message}"),
-                _ => tracing::trace!(target: "spore::remote", context, remote_target = target, "{message}"),
+                1 => {
+                    tracing::error!(target: "spore::remote", context, remote_target = target, "{message}")
+                }
+                2 => {
+                    tracing::warn!(target: "spore::remote", context, remote_target = target, "{message}")
+                }
+                3 => {
+                    tracing::info!(target: "spore::remote", context, remote_target = target, "{message}")
+                }
+                4 => {
+                    tracing::debug!(target: "spore::remote", context, remote_target = target, "{message}")
+                }
+                _ => {
+                    tracing::trace!(target: "spore::remote", context, remote_target = target, "{message}")
+                }
             }
         }
     }

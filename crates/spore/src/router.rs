@@ -98,6 +98,16 @@ pub struct OutputLine<'a> {
 
 pub(crate) type OutputHook = Arc<dyn Fn(OutputLine<'_>) + Send + Sync>;
 
+/// Who a context is in the tree.
+pub(crate) struct Identity {
+    pub(crate) my_id: ContextId,
+    pub(crate) name: String,
+    /// Ancestors, nearest first.
+    pub(crate) parent_ids: Vec<ContextId>,
+    /// The stream to the parent; `None` in the master.
+    pub(crate) parent_stream: Option<StreamId>,
+}
+
 /// The state of one context's router. Shared by the I/O loop, the workers
 /// and every [`Context`] handle.
 pub(crate) struct Inner {
@@ -122,15 +132,18 @@ pub(crate) struct Inner {
 
 impl Inner {
     pub(crate) fn new(
-        my_id: ContextId,
-        name: String,
-        parent_ids: Vec<ContextId>,
-        parent_stream: Option<StreamId>,
+        identity: Identity,
         settings: Settings,
         rt: tokio::runtime::Handle,
         worker: Option<tokio::runtime::Handle>,
         output: Option<OutputHook>,
     ) -> Arc<Self> {
+        let Identity {
+            my_id,
+            name,
+            parent_ids,
+            parent_stream,
+        } = identity;
         Arc::new(Self {
             my_id,
             name,
@@ -153,7 +166,10 @@ impl Inner {
 
     /// Registers a built-in handler on a well-known handle.
     pub(crate) fn add_internal(&self, handle: u32, f: fn(&Arc<Inner>, Frame)) {
-        self.handles.lock().unwrap().insert(handle, Sink::Internal(f));
+        self.handles
+            .lock()
+            .unwrap()
+            .insert(handle, Sink::Internal(f));
     }
 
     fn alloc_handle(&self) -> u32 {
@@ -214,7 +230,12 @@ impl Inner {
                     spore_proto::too_large_reason(u64::from(h.len), self.settings.max_message_size),
                     self.name
                 );
-                tracing::warn!(stream = from, "dropped a message to {}:{}: {reason}", h.dst, h.handle);
+                tracing::warn!(
+                    stream = from,
+                    "dropped a message to {}:{}: {reason}",
+                    h.dst,
+                    h.handle
+                );
                 if let Some(dead) = Frame::dead_reply(&h, self.my_id, &reason) {
                     self.route(dead);
                 }
@@ -306,7 +327,17 @@ impl Inner {
             .first()
             .and_then(|id| {
                 let children = self.children.lock().unwrap();
-                children.get(id).map(|c| c.stderr_tail.lock().unwrap().iter().rev().take(5).rev().cloned().collect())
+                children.get(id).map(|c| {
+                    c.stderr_tail
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .rev()
+                        .take(5)
+                        .rev()
+                        .cloned()
+                        .collect()
+                })
             })
             .unwrap_or_default();
         if !tail.is_empty() {
@@ -336,7 +367,8 @@ impl Inner {
                 entry.lost.send_replace(Some(detail.clone()));
                 if let Some(process) = entry.process.take() {
                     let grace = self.settings.shutdown_grace;
-                    self.rt.spawn_blocking(move || crate::bootstrap::reap(process, grace));
+                    self.rt
+                        .spawn_blocking(move || crate::bootstrap::reap(process, grace));
                 }
             }
         }
@@ -373,7 +405,10 @@ impl Inner {
         if want_reply {
             let handle = self.alloc_handle();
             let (tx, rx) = oneshot::channel();
-            self.handles.lock().unwrap().insert(handle, Sink::Reply { context, tx });
+            self.handles
+                .lock()
+                .unwrap()
+                .insert(handle, Sink::Reply { context, tx });
             header = header.with_reply_to(handle);
             wait = Some(CallWait {
                 rx,
@@ -406,7 +441,10 @@ impl Inner {
                 .filter(|(_, s)| matches!(s, Sink::Reply { .. }))
                 .map(|(h, _)| *h)
                 .collect();
-            replies.into_iter().filter_map(|h| handles.remove(&h)).collect()
+            replies
+                .into_iter()
+                .filter_map(|h| handles.remove(&h))
+                .collect()
         };
         for s in sinks {
             if let Sink::Reply { tx, .. } = s {
@@ -419,7 +457,10 @@ impl Inner {
     pub(crate) fn shutdown_children(self: &Arc<Self>) {
         let ids: Vec<ContextId> = self.children.lock().unwrap().keys().copied().collect();
         for id in ids {
-            let _ = self.send(Frame::new(Header::new(id, self.my_id, handles::SHUTDOWN), Bytes::new()));
+            let _ = self.send(Frame::new(
+                Header::new(id, self.my_id, handles::SHUTDOWN),
+                Bytes::new(),
+            ));
         }
     }
 }
@@ -459,7 +500,12 @@ impl<T: DeserializeOwned> PendingCall<T> {
     pub fn wait(mut self) -> Result<T, CallError> {
         match std::mem::replace(&mut self.state, CallState::Done) {
             CallState::Waiting(w) => {
-                let CallWait { rx, context, function, .. } = w;
+                let CallWait {
+                    rx,
+                    context,
+                    function,
+                    ..
+                } = w;
                 finish(&context, function, rx.blocking_recv().ok())
             }
             CallState::Failed(e) => Err(e),
@@ -501,9 +547,8 @@ fn finish<T: DeserializeOwned>(
         detail,
     };
     match frame.payload.first() {
-        Some(&REPLY_OK) => postcard::from_bytes(&frame.payload[1..]).map_err(|e| {
-            decode_err(format!("as {}: {e}", std::any::type_name::<T>()))
-        }),
+        Some(&REPLY_OK) => postcard::from_bytes(&frame.payload[1..])
+            .map_err(|e| decode_err(format!("as {}: {e}", std::any::type_name::<T>()))),
         Some(&REPLY_ERR) => match postcard::from_bytes::<RemoteError>(&frame.payload[1..]) {
             Ok(r) => Err(CallError::Remote(Box::new(r))),
             Err(e) => Err(decode_err(format!("remote error payload: {e}"))),
@@ -527,7 +572,8 @@ impl<T: DeserializeOwned> Future for PendingCall<T> {
                 }
             },
             CallState::Failed(_) => {
-                let CallState::Failed(e) = std::mem::replace(&mut this.state, CallState::Done) else {
+                let CallState::Failed(e) = std::mem::replace(&mut this.state, CallState::Done)
+                else {
                     unreachable!()
                 };
                 Poll::Ready(Err(e))
@@ -558,7 +604,10 @@ pub struct Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("id", &self.id).field("name", &self.name).finish()
+        f.debug_struct("Context")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -575,7 +624,12 @@ impl Context {
 
     /// The process ID of the context, when it is a direct child of this one.
     pub fn pid(&self) -> Option<u32> {
-        self.inner.children.lock().unwrap().get(&self.id).map(|c| c.pid)
+        self.inner
+            .children
+            .lock()
+            .unwrap()
+            .get(&self.id)
+            .map(|c| c.pid)
     }
 
     /// Bytes written to this context's stream so far, handshake included.
@@ -598,7 +652,11 @@ impl Context {
     /// assert_eq!(ctx.call(add, (1, 2)).await?, 3);
     /// # Ok(()) }
     /// ```
-    pub async fn call<F: RemoteFunction>(&self, f: F, args: F::Args) -> Result<F::Output, CallError> {
+    pub async fn call<F: RemoteFunction>(
+        &self,
+        f: F,
+        args: F::Args,
+    ) -> Result<F::Output, CallError> {
         self.call_async(f, args).await
     }
 
@@ -615,14 +673,25 @@ impl Context {
         function: &'static str,
         args: &A,
     ) -> PendingCall<R> {
-        self.inner.start_call(self.id, self.name.clone(), function, encode_call(function, args), true)
+        self.inner.start_call(
+            self.id,
+            self.name.clone(),
+            function,
+            encode_call(function, args),
+            true,
+        )
     }
 
     /// Sends the call without asking for a reply. Errors in the remote
     /// function are logged there (and forwarded to the master's log).
     pub fn call_no_reply<F: RemoteFunction>(&self, _f: F, args: F::Args) -> Result<(), CallError> {
-        let pending: PendingCall<()> =
-            self.inner.start_call(self.id, self.name.clone(), F::NAME, encode_call(F::NAME, &args), false);
+        let pending: PendingCall<()> = self.inner.start_call(
+            self.id,
+            self.name.clone(),
+            F::NAME,
+            encode_call(F::NAME, &args),
+            false,
+        );
         match pending.state {
             CallState::Failed(ref e) => Err(e.clone()),
             _ => Ok(()),
@@ -630,15 +699,29 @@ impl Context {
     }
 
     /// [`Context::call`] for programs without async: blocks this thread.
-    pub fn call_blocking<F: RemoteFunction>(&self, f: F, args: F::Args) -> Result<F::Output, CallError> {
+    pub fn call_blocking<F: RemoteFunction>(
+        &self,
+        f: F,
+        args: F::Args,
+    ) -> Result<F::Output, CallError> {
         self.call_async(f, args).wait()
     }
 
     #[cfg(feature = "fault-injection")]
-    pub(crate) async fn raw_request(&self, handle: u32, payload: Vec<u8>) -> Result<Vec<u8>, CallError> {
+    pub(crate) async fn raw_request(
+        &self,
+        handle: u32,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, CallError> {
         let reply_handle = self.inner.alloc_handle();
         let (tx, rx) = oneshot::channel();
-        self.inner.handles.lock().unwrap().insert(reply_handle, Sink::Reply { context: self.id, tx });
+        self.inner.handles.lock().unwrap().insert(
+            reply_handle,
+            Sink::Reply {
+                context: self.id,
+                tx,
+            },
+        );
         let header = Header::new(self.id, self.inner.my_id, handle).with_reply_to(reply_handle);
         self.inner.route(Frame::new(header, payload));
         match rx.await {
@@ -648,8 +731,14 @@ impl Context {
                 reason: f.dead_reason(),
             }),
             Ok(Reply::Frame(f)) => Ok(f.payload.to_vec()),
-            Ok(Reply::Lost(detail)) => Err(CallError::Disconnected { context: self.name.to_string(), detail }),
-            Err(_) => Err(CallError::Disconnected { context: self.name.to_string(), detail: "router shut down".into() }),
+            Ok(Reply::Lost(detail)) => Err(CallError::Disconnected {
+                context: self.name.to_string(),
+                detail,
+            }),
+            Err(_) => Err(CallError::Disconnected {
+                context: self.name.to_string(),
+                detail: "router shut down".into(),
+            }),
         }
     }
 
@@ -657,10 +746,17 @@ impl Context {
     /// process reaped, for a direct child). After the grace period the
     /// context ends itself even if user code hangs.
     pub async fn shutdown(&self) {
-        let lost = self.inner.children.lock().unwrap().get(&self.id).map(|c| c.lost.subscribe());
-        let _ = self
+        let lost = self
             .inner
-            .send(Frame::new(Header::new(self.id, self.inner.my_id, handles::SHUTDOWN), Bytes::new()));
+            .children
+            .lock()
+            .unwrap()
+            .get(&self.id)
+            .map(|c| c.lost.subscribe());
+        let _ = self.inner.send(Frame::new(
+            Header::new(self.id, self.inner.my_id, handles::SHUTDOWN),
+            Bytes::new(),
+        ));
         if let Some(mut lost) = lost {
             let _ = lost.wait_for(|l| l.is_some()).await;
         }
@@ -668,7 +764,13 @@ impl Context {
 
     /// Resolves when the context is lost, with what was observed.
     pub async fn lost(&self) -> String {
-        let lost = self.inner.children.lock().unwrap().get(&self.id).map(|c| c.lost.subscribe());
+        let lost = self
+            .inner
+            .children
+            .lock()
+            .unwrap()
+            .get(&self.id)
+            .map(|c| c.lost.subscribe());
         match lost {
             Some(mut rx) => match rx.wait_for(|l| l.is_some()).await {
                 Ok(v) => v.clone().unwrap_or_default(),
@@ -680,7 +782,10 @@ impl Context {
 }
 
 fn encode_call<A: serde::Serialize>(function: &str, args: &A) -> Result<Vec<u8>, postcard::Error> {
-    let head = postcard::to_extend(&CallRequest { function }, Vec::with_capacity(64 + function.len()))?;
+    let head = postcard::to_extend(
+        &CallRequest { function },
+        Vec::with_capacity(64 + function.len()),
+    )?;
     postcard::to_extend(args, head)
 }
 
@@ -735,7 +840,9 @@ impl RouterBuilder {
 
     /// Starts the router's I/O thread.
     pub fn build(self) -> std::io::Result<Router> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let handle = rt.handle().clone();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -748,16 +855,13 @@ impl RouterBuilder {
                 // every child's stdin: they see EOF and exit.
                 rt.shutdown_timeout(Duration::from_millis(100));
             })?;
-        let inner = Inner::new(
-            MASTER_ID,
-            "master".to_owned(),
-            Vec::new(),
-            None,
-            self.settings,
-            handle,
-            None,
-            self.output,
-        );
+        let identity = Identity {
+            my_id: MASTER_ID,
+            name: "master".to_owned(),
+            parent_ids: Vec::new(),
+            parent_stream: None,
+        };
+        let inner = Inner::new(identity, self.settings, handle, None, self.output);
         inner.add_internal(handles::FORWARD_LOG, logging::on_forward_log);
         Ok(Router {
             inner,
@@ -834,15 +938,22 @@ impl Router {
 
 async fn shutdown_all(inner: Arc<Inner>) {
     inner.shutting_down.store(true, Ordering::SeqCst);
-    let waits: Vec<watch::Receiver<Option<String>>> =
-        inner.children.lock().unwrap().values().map(|c| c.lost.subscribe()).collect();
+    let waits: Vec<watch::Receiver<Option<String>>> = inner
+        .children
+        .lock()
+        .unwrap()
+        .values()
+        .map(|c| c.lost.subscribe())
+        .collect();
     inner.shutdown_children();
     let grace = inner.settings.shutdown_grace + Duration::from_millis(500);
     for mut w in waits {
         let _ = tokio::time::timeout(grace, w.wait_for(|l| l.is_some())).await;
     }
     let processes = take_processes(&inner);
-    let _ = tokio::task::spawn_blocking(move || crate::bootstrap::reap_all(processes, Duration::ZERO)).await;
+    let _ =
+        tokio::task::spawn_blocking(move || crate::bootstrap::reap_all(processes, Duration::ZERO))
+            .await;
 }
 
 fn take_processes(inner: &Inner) -> Vec<std::process::Child> {
@@ -876,9 +987,12 @@ impl IntoFuture for crate::LocalConnect<'_> {
     fn into_future(self) -> Self::IntoFuture {
         let inner = self.router.inner.clone();
         let opts = self.into_options();
-        let task = inner.rt.spawn(crate::bootstrap::connect_local(inner.clone(), opts));
+        let task = inner
+            .rt
+            .spawn(crate::bootstrap::connect_local(inner.clone(), opts));
         Box::pin(async move {
-            task.await.unwrap_or_else(|e| Err(ConnectError::Aborted(e.to_string())))
+            task.await
+                .unwrap_or_else(|e| Err(ConnectError::Aborted(e.to_string())))
         })
     }
 }

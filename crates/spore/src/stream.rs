@@ -99,15 +99,23 @@ pub(crate) fn spawn_writer(fd: AsyncFd<OwnedFd>, preamble: Bytes, label: String)
         drop(fd);
         let _ = done_tx.send(true);
     });
-    StreamSender { tx, bytes_written, done }
+    StreamSender {
+        tx,
+        bytes_written,
+        done,
+    }
 }
 
 async fn write_some(fd: &AsyncFd<OwnedFd>, out: &mut Outbox) -> io::Result<usize> {
     loop {
         let mut guard = fd.writable().await?;
         let res = guard.try_io(|inner| {
-            let slices: Vec<IoSlice<'_>> =
-                out.chunks.iter().take(MAX_IOVECS).map(|c| IoSlice::new(c)).collect();
+            let slices: Vec<IoSlice<'_>> = out
+                .chunks
+                .iter()
+                .take(MAX_IOVECS)
+                .map(|c| IoSlice::new(c))
+                .collect();
             rustix::io::writev(inner.get_ref(), &slices).map_err(io::Error::from)
         });
         match res {

@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
-use spore_proto::messages::{CallRequest, ChildConfig, LogOrigin, LogRecord, RemoteError, RemoteErrorKind};
+use spore_proto::messages::{
+    CallRequest, ChildConfig, LogOrigin, LogRecord, RemoteError, RemoteErrorKind,
+};
 use spore_proto::{Frame, HEADER_LEN, Header, MASTER_ID, handles};
 use tokio::sync::Notify;
 
-use crate::call::{self, Failure, Invoke};
-use crate::router::{Inner, Settings};
+use crate::call::{self, Failure, FailureInfo, Invoke};
+use crate::router::{Identity, Inner, Settings};
 use crate::{stream, sys};
 
 /// The parent's stream always has this ID in a child.
@@ -61,7 +63,8 @@ fn read_exact_stdin(n: usize) -> std::io::Result<Vec<u8>> {
 }
 
 fn read_config() -> ChildConfig {
-    let head = read_exact_stdin(HEADER_LEN).unwrap_or_else(|e| fatal(format!("reading the config frame: {e}")));
+    let head = read_exact_stdin(HEADER_LEN)
+        .unwrap_or_else(|e| fatal(format!("reading the config frame: {e}")));
     let header = Header::parse(&head).unwrap_or_else(|e| fatal(format!("config frame: {e}")));
     if header.handle != handles::CONFIGURE || header.len > MAX_CONFIG {
         fatal(format!(
@@ -69,7 +72,8 @@ fn read_config() -> ChildConfig {
             header.handle, header.len
         ));
     }
-    let body = read_exact_stdin(header.len as usize).unwrap_or_else(|e| fatal(format!("reading the config: {e}")));
+    let body = read_exact_stdin(header.len as usize)
+        .unwrap_or_else(|e| fatal(format!("reading the config: {e}")));
     postcard::from_bytes(&body).unwrap_or_else(|e| fatal(format!("undecodable config: {e}")))
 }
 
@@ -92,13 +96,18 @@ pub(crate) fn run() -> ! {
     let setup = || -> std::io::Result<(OwnedFd, OwnedFd, OwnedFd)> {
         let stream_in = rustix::io::fcntl_dupfd_cloexec(rustix::stdio::stdin(), 3)?;
         let stream_out = rustix::io::fcntl_dupfd_cloexec(rustix::stdio::stdout(), 3)?;
-        let null = rustix::fs::open("/dev/null", rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())?;
+        let null = rustix::fs::open(
+            "/dev/null",
+            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
         rustix::stdio::dup2_stdin(&null)?;
         let (cap_r, cap_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         rustix::stdio::dup2_stdout(&cap_w)?;
         Ok((stream_in, stream_out, cap_r))
     };
-    let (stream_in, stream_out, capture) = setup().unwrap_or_else(|e| fatal(format!("setting up stdio: {e}")));
+    let (stream_in, stream_out, capture) =
+        setup().unwrap_or_else(|e| fatal(format!("setting up stdio: {e}")));
     #[cfg(feature = "fault-injection")]
     if let Ok(raw) = rustix::io::fcntl_dupfd_cloexec(&stream_out, 3) {
         let _ = RAW_STREAM.set(raw);
@@ -132,11 +141,14 @@ pub(crate) fn run() -> ! {
         debug: cfg.debug,
         ..Settings::default()
     };
+    let identity = Identity {
+        my_id: cfg.context_id,
+        name: cfg.name.clone(),
+        parent_ids: cfg.parent_ids.clone(),
+        parent_stream: Some(PARENT_STREAM),
+    };
     let inner = Inner::new(
-        cfg.context_id,
-        cfg.name.clone(),
-        cfg.parent_ids.clone(),
-        Some(PARENT_STREAM),
+        identity,
         settings,
         io_rt.handle().clone(),
         Some(worker_rt.handle().clone()),
@@ -161,13 +173,21 @@ pub(crate) fn run() -> ! {
         let writer = stream::spawn_writer(fd_out, Bytes::new(), "parent".to_owned());
         inner.add_stream(PARENT_STREAM, writer);
         tokio::spawn(crate::logging::forward_logs(inner.clone(), logs));
-        let capture = stream::async_fd(capture).unwrap_or_else(|e| fatal(format!("stdout capture: {e}")));
+        let capture =
+            stream::async_fd(capture).unwrap_or_else(|e| fatal(format!("stdout capture: {e}")));
         tokio::spawn(forward_stdout(inner.clone(), capture));
         let ev_inner = inner.clone();
-        let end = stream::read_frames(fd_in, BytesMut::new(), max, move |ev| ev_inner.on_event(ev, PARENT_STREAM)).await;
+        let end = stream::read_frames(fd_in, BytesMut::new(), max, move |ev| {
+            ev_inner.on_event(ev, PARENT_STREAM)
+        })
+        .await;
         // The parent is gone (or sent garbage): nobody is left to serve.
         if let stream::StreamEnd::Corrupt(e) = &end {
-            let _ = writeln!(std::io::stderr(), "spore child {}: {e}; exiting", inner.name);
+            let _ = writeln!(
+                std::io::stderr(),
+                "spore child {}: {e}; exiting",
+                inner.name
+            );
         }
         std::process::exit(0)
     })
@@ -175,7 +195,7 @@ pub(crate) fn run() -> ! {
 
 thread_local! {
     /// Set by the panic hook while a call runs on this thread.
-    static PANIC: RefCell<Option<(String, Option<String>, Option<String>)>> = const { RefCell::new(None) };
+    static PANIC: RefCell<Option<Failure>> = const { RefCell::new(None) };
     static IN_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
@@ -192,30 +212,37 @@ fn install_panic_hook() {
         } else {
             "panic with a non-string payload".to_owned()
         };
-        let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
         let debug = CHILD.get().is_some_and(|c| c.cfg.debug);
         let bt = std::backtrace::Backtrace::capture();
         let bt = if debug || bt.status() == std::backtrace::BacktraceStatus::Captured {
-            Some(if debug { std::backtrace::Backtrace::force_capture().to_string() } else { bt.to_string() })
+            Some(if debug {
+                std::backtrace::Backtrace::force_capture().to_string()
+            } else {
+                bt.to_string()
+            })
         } else {
             None
         };
-        PANIC.with(|p| *p.borrow_mut() = Some((msg, location, bt)));
+        let failure = Box::new(FailureInfo {
+            location,
+            backtrace: bt,
+            ..FailureInfo::new(RemoteErrorKind::Panicked, "panic", msg)
+        });
+        PANIC.with(|p| *p.borrow_mut() = Some(failure));
     }));
 }
 
-fn panic_failure() -> (Failure, Option<String>, Option<String>) {
-    let (msg, loc, bt) = PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| ("panic".to_owned(), None, None));
-    (
-        Failure {
-            kind: RemoteErrorKind::Panicked,
-            type_name: "panic".to_owned(),
-            message: msg,
-            chain: Vec::new(),
-        },
-        loc,
-        bt,
-    )
+fn panic_failure() -> Failure {
+    PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| {
+        Box::new(FailureInfo::new(
+            RemoteErrorKind::Panicked,
+            "panic",
+            "panic",
+        ))
+    })
 }
 
 /// Runs `f` marked as "in a call", so the panic hook records instead of printing.
@@ -226,7 +253,7 @@ fn in_call<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-type Outcome = Result<Vec<u8>, (Failure, Option<String>, Option<String>)>;
+type Outcome = Result<Vec<u8>, Failure>;
 
 /// CALL_FUNCTION: look the function up and run it off the I/O loop.
 fn on_call(inner: &Arc<Inner>, frame: Frame) {
@@ -245,27 +272,28 @@ fn on_call(inner: &Arc<Inner>, frame: Frame) {
             (req.function.to_owned(), frame.payload.slice(offset..))
         }
         Err(e) => {
-            let failure = Failure {
-                kind: RemoteErrorKind::BadArguments,
-                type_name: "CallRequest".to_owned(),
-                message: format!("undecodable call request: {e}"),
-                chain: Vec::new(),
-            };
-            reply(inner, &header, "?", Err((failure, None, None)));
+            let failure = FailureInfo::new(
+                RemoteErrorKind::BadArguments,
+                "CallRequest",
+                format!("undecodable call request: {e}"),
+            );
+            reply(inner, &header, "?", Err(Box::new(failure)));
             return;
         }
     };
     let Some(entry) = call::lookup(&function) else {
-        let failure = Failure {
-            kind: RemoteErrorKind::NoSuchFunction,
-            type_name: "NoSuchFunction".to_owned(),
-            message: format!("no such function {function} in {}", inner.name),
-            chain: Vec::new(),
-        };
-        reply(inner, &header, &function, Err((failure, None, None)));
+        let failure = FailureInfo::new(
+            RemoteErrorKind::NoSuchFunction,
+            "NoSuchFunction",
+            format!("no such function {function} in {}", inner.name),
+        );
+        reply(inner, &header, &function, Err(Box::new(failure)));
         return;
     };
-    let worker = inner.worker.clone().expect("children have a worker runtime");
+    let worker = inner
+        .worker
+        .clone()
+        .expect("children have a worker runtime");
     state.inflight.fetch_add(1, Ordering::SeqCst);
     let inner = inner.clone();
     match &entry.invoke {
@@ -291,7 +319,10 @@ struct InCall<F>(F);
 
 impl<F: std::future::Future + Unpin> std::future::Future for InCall<F> {
     type Output = F::Output;
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
         in_call(|| std::pin::Pin::new(&mut self.0).poll(cx))
     }
 }
@@ -299,7 +330,7 @@ impl<F: std::future::Future + Unpin> std::future::Future for InCall<F> {
 fn flatten(out: std::thread::Result<Result<Vec<u8>, Failure>>) -> Outcome {
     match out {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(f)) => Err((f, None, None)),
+        Ok(Err(f)) => Err(f),
         Err(_) => Err(panic_failure()),
     }
 }
@@ -320,31 +351,38 @@ fn reply(inner: &Arc<Inner>, header: &Header, function: &str, out: Outcome) {
         Ok(v) => call::encode_error(&remote_error(
             inner,
             function,
-            Failure {
-                kind: RemoteErrorKind::TooLarge,
-                type_name: "TooLarge".to_owned(),
-                message: format!("the reply {}", spore_proto::too_large_reason(v.len() as u64, max as u32)),
-                chain: Vec::new(),
-            },
-            None,
-            None,
+            FailureInfo::new(
+                RemoteErrorKind::TooLarge,
+                "TooLarge",
+                format!(
+                    "the reply {}",
+                    spore_proto::too_large_reason(v.len() as u64, max as u32)
+                ),
+            ),
         )),
-        Err((failure, loc, bt)) => {
+        Err(failure) => {
             if header.reply_to == 0 {
-                tracing::warn!("{function} (called without reply) failed: {}: {}", failure.type_name, failure.message);
+                tracing::warn!(
+                    "{function} (called without reply) failed: {}: {}",
+                    failure.type_name,
+                    failure.message
+                );
                 return;
             }
-            call::encode_error(&remote_error(inner, function, failure, loc, bt))
+            call::encode_error(&remote_error(inner, function, *failure))
         }
     };
     if header.reply_to == 0 {
         return;
     }
-    let frame = Frame::new(Header::new(header.src, inner.my_id, header.reply_to), payload);
+    let frame = Frame::new(
+        Header::new(header.src, inner.my_id, header.reply_to),
+        payload,
+    );
     inner.route(frame);
 }
 
-fn remote_error(inner: &Inner, function: &str, f: Failure, location: Option<String>, backtrace: Option<String>) -> RemoteError {
+fn remote_error(inner: &Inner, function: &str, f: FailureInfo) -> RemoteError {
     RemoteError {
         context: inner.name.clone(),
         function: function.to_owned(),
@@ -352,16 +390,21 @@ fn remote_error(inner: &Inner, function: &str, f: Failure, location: Option<Stri
         type_name: f.type_name,
         message: f.message,
         chain: f.chain,
-        location,
-        backtrace,
+        location: f.location,
+        backtrace: f.backtrace,
     }
 }
 
 /// SHUTDOWN: stop taking calls, pass it on, let running calls finish within
 /// the grace period, flush output, exit.
 fn on_shutdown(inner: &Arc<Inner>, frame: Frame) {
-    if frame.header.src != inner.parent_ids.first().copied().unwrap_or(MASTER_ID) && frame.header.src != inner.my_id {
-        tracing::warn!("ignored SHUTDOWN from context {}, which is not my parent", frame.header.src);
+    if frame.header.src != inner.parent_ids.first().copied().unwrap_or(MASTER_ID)
+        && frame.header.src != inner.my_id
+    {
+        tracing::warn!(
+            "ignored SHUTDOWN from context {}, which is not my parent",
+            frame.header.src
+        );
         return;
     }
     if inner.shutting_down.swap(true, Ordering::SeqCst) {
@@ -388,7 +431,11 @@ fn on_shutdown(inner: &Arc<Inner>, frame: Frame) {
         inner.fail_all_handles(&format!("{} shut down", inner.name));
         // Close our stdout so the capture reader drains and ends.
         let _ = std::io::stdout().flush();
-        if let Ok(null) = rustix::fs::open("/dev/null", rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty()) {
+        if let Ok(null) = rustix::fs::open(
+            "/dev/null",
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) {
             let _ = rustix::stdio::dup2_stdout(&null);
         }
         STDOUT_DONE.notified().await;
@@ -440,7 +487,6 @@ pub(crate) fn inner() -> Option<&'static Arc<Inner>> {
     CHILD.get().map(|c| &c.inner)
 }
 
-
 /// A second handle on the parent stream, for tests that forge bytes.
 #[cfg(feature = "fault-injection")]
 static RAW_STREAM: OnceLock<OwnedFd> = OnceLock::new();
@@ -449,7 +495,9 @@ static RAW_STREAM: OnceLock<OwnedFd> = OnceLock::new();
 /// router (the fd is non-blocking: retried until all is written).
 #[cfg(feature = "fault-injection")]
 pub(crate) fn write_raw_to_parent(mut bytes: &[u8]) -> std::io::Result<()> {
-    let fd = RAW_STREAM.get().ok_or_else(|| std::io::Error::other("not a child context"))?;
+    let fd = RAW_STREAM
+        .get()
+        .ok_or_else(|| std::io::Error::other("not a child context"))?;
     while !bytes.is_empty() {
         match rustix::io::write(fd, bytes) {
             Ok(n) => bytes = &bytes[n..],

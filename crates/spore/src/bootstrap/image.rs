@@ -68,8 +68,14 @@ impl Image {
 pub(crate) fn is_static_elf(elf: &[u8]) -> bool {
     const PT_INTERP: u32 = 3;
     let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
-    let u64_at = |o: usize| elf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
     if elf.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
         return false;
     }
@@ -78,7 +84,9 @@ pub(crate) fn is_static_elf(elf: &[u8]) -> bool {
         return false;
     };
     (0..usize::from(phnum)).all(|i| {
-        let off = usize::try_from(phoff).unwrap_or(usize::MAX).saturating_add(i * usize::from(phentsize));
+        let off = usize::try_from(phoff)
+            .unwrap_or(usize::MAX)
+            .saturating_add(i * usize::from(phentsize));
         matches!(u32_at(off), Some(t) if t != PT_INTERP)
     })
 }
@@ -101,6 +109,9 @@ mod tests {
         let img = Image::load(None).unwrap();
         assert!(img.check_shippable(true).is_ok());
         let err = img.check_shippable(false).unwrap_err();
-        assert!(err.contains("dynamically linked") && err.contains("musl"), "{err}");
+        assert!(
+            err.contains("dynamically linked") && err.contains("musl"),
+            "{err}"
+        );
     }
 }

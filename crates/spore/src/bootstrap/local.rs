@@ -9,9 +9,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
 #[cfg(feature = "fault-injection")]
 use bytes::Bytes;
+use bytes::{BufMut, BytesMut};
 use spore_proto::handshake::{self, FAIL_PREFIX, MAX_LINE};
 use spore_proto::messages::ChildConfig;
 use spore_proto::{Frame, Header, handles};
@@ -43,6 +43,7 @@ pub struct LocalConnect<'a> {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LocalOptions {
     first_stage: bool,
+    raw_payload: bool,
     name: Option<String>,
     connect_timeout: Option<Duration>,
     #[cfg(feature = "fault-injection")]
@@ -61,6 +62,14 @@ impl<'a> LocalConnect<'a> {
     /// do) instead of exec'ing the image directly.
     pub fn first_stage(mut self, on: bool) -> Self {
         self.opts.first_stage = on;
+        self
+    }
+
+    /// Whether the first stage receives the image zstd-compressed (the
+    /// default, when the target has a `zstd` decoder) or raw. On this machine
+    /// raw can be faster: compressing costs more CPU than the pipe saves.
+    pub fn compress(mut self, on: bool) -> Self {
+        self.opts.raw_payload = !on;
         self
     }
 
@@ -116,8 +125,13 @@ pub(crate) async fn connect_local(
     inner: Arc<Inner>,
     opts: LocalOptions,
 ) -> Result<Context, ConnectError> {
-    if inner.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err(ConnectError::Aborted("the router is shutting down".to_owned()));
+    if inner
+        .shutting_down
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return Err(ConnectError::Aborted(
+            "the router is shutting down".to_owned(),
+        ));
     }
     let id = inner.alloc_context_id();
     let name = opts.name.clone().unwrap_or_else(|| format!("local.{id}"));
@@ -139,8 +153,14 @@ pub(crate) async fn connect_local(
         c.arg0(&proc_name).arg(handshake::CHILD_ARG);
         c
     };
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let program = if opts.first_stage { "/bin/sh".to_owned() } else { image.path.display().to_string() };
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let program = if opts.first_stage {
+        "/bin/sh".to_owned()
+    } else {
+        image.path.display().to_string()
+    };
     let mut process = cmd.spawn().map_err(|e| ConnectError::Spawn {
         context: name.clone(),
         program,
@@ -160,7 +180,13 @@ pub(crate) async fn connect_local(
     let stderr: OwnedFd = process.stderr.take().expect("piped").into();
     stream::grow_pipe(&stdin);
     stream::grow_pipe(&stdout);
-    let setup = (|| Ok::<_, std::io::Error>((stream::async_fd(stdin)?, stream::async_fd(stdout)?, stream::async_fd(stderr)?)))();
+    let setup = (|| {
+        Ok::<_, std::io::Error>((
+            stream::async_fd(stdin)?,
+            stream::async_fd(stdout)?,
+            stream::async_fd(stderr)?,
+        ))
+    })();
     let (stdin, stdout, stderr) = match setup {
         Ok(fds) => fds,
         Err(e) => {
@@ -172,9 +198,13 @@ pub(crate) async fn connect_local(
     let tail: Tail = Arc::new(Mutex::new(VecDeque::new()));
     let stderr_done = spawn_stderr_reader(inner.clone(), id, name.clone(), stderr, tail.clone());
 
-    let timeout = opts.connect_timeout.unwrap_or(inner.settings.connect_timeout);
+    let timeout = opts
+        .connect_timeout
+        .unwrap_or(inner.settings.connect_timeout);
     let stage = Arc::new(Mutex::new("start"));
-    let handshake = handshake(&inner, id, &name, &image, &opts, stdin, &stdout, &tail, &stage);
+    let handshake = handshake(
+        &inner, id, &name, &image, &opts, stdin, &stdout, &tail, &stage,
+    );
     let result = match tokio::time::timeout(timeout, handshake).await {
         Ok(r) => r,
         Err(_) => Err(ConnectError::Timeout {
@@ -191,7 +221,9 @@ pub(crate) async fn connect_local(
             let _ = tokio::task::spawn_blocking(move || super::reap(process, Duration::ZERO)).await;
             let _ = tokio::time::timeout(Duration::from_millis(500), stderr_done).await;
             let lines: Vec<String> = tail.lock().unwrap().iter().cloned().collect();
-            if let ConnectError::Eof { last_lines, .. } | ConnectError::Timeout { last_lines, .. } = &mut e {
+            if let ConnectError::Eof { last_lines, .. } | ConnectError::Timeout { last_lines, .. } =
+                &mut e
+            {
                 *last_lines = lines;
             }
             return Err(e);
@@ -218,7 +250,10 @@ pub(crate) async fn connect_local(
     let max = inner.settings.max_message_size;
     inner.rt.spawn(async move {
         let ev_inner = reader_inner.clone();
-        let end = stream::read_frames(stdout, leftover, max, move |ev| ev_inner.on_event(ev, stream_id)).await;
+        let end = stream::read_frames(stdout, leftover, max, move |ev| {
+            ev_inner.on_event(ev, stream_id)
+        })
+        .await;
         if let stream::StreamEnd::Corrupt(e) = &end {
             tracing::error!("stream from context {id}: {e}; closing it");
         }
@@ -278,7 +313,8 @@ async fn handshake(
             }
         })?;
         tracing::debug!(context = %name, os = %ready.os, arch = %ready.arch, "first stage ready");
-        let (encoding, payload) = if ready.decoders.iter().any(|d| d == "zstd") {
+        let (encoding, payload) = if !opts.raw_payload && ready.decoders.iter().any(|d| d == "zstd")
+        {
             let c = image.compressed().map_err(|detail| ConnectError::Image {
                 context: name.to_owned(),
                 detail,
@@ -298,7 +334,9 @@ async fn handshake(
         context_id: id,
         name: name.to_owned(),
         parent_id: inner.my_id,
-        parent_ids: std::iter::once(inner.my_id).chain(inner.parent_ids.iter().copied()).collect(),
+        parent_ids: std::iter::once(inner.my_id)
+            .chain(inner.parent_ids.iter().copied())
+            .collect(),
         log_level: crate::logging::current_level(),
         max_message_size: inner.settings.max_message_size,
         debug: inner.settings.debug,
@@ -321,7 +359,9 @@ async fn handshake(
         });
     }
     match handshake::parse_up(&line) {
-        Some((proto, build)) if proto == spore_proto::PROTOCOL_VERSION && build == crate::build_id() => {
+        Some((proto, build))
+            if proto == spore_proto::PROTOCOL_VERSION && build == crate::build_id() =>
+        {
             Ok((writer, rbuf))
         }
         Some((proto, build)) => Err(ConnectError::Protocol {
@@ -438,4 +478,3 @@ fn spawn_stderr_reader(
         }
     })
 }
-

@@ -8,8 +8,8 @@ mod local;
 use std::time::{Duration, Instant};
 
 pub(crate) use image::Image;
-pub(crate) use local::connect_local;
 pub use local::LocalConnect;
+pub(crate) use local::connect_local;
 
 /// The first stage: a POSIX shell program run as `sh -c FIRST_STAGE NAME`.
 /// See docs/PROTOCOL.md for what it does, byte by byte.

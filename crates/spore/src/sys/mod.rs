@@ -40,8 +40,13 @@ pub(crate) fn register(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<Owned
 /// and `pgrep` show, cut to 15 bytes) and the argv area (what `ps -f` shows),
 /// overwritten in place when it is long enough.
 pub(crate) fn set_process_name(name: &str) {
-    if let Ok(c) = std::ffi::CString::new(name.as_bytes().iter().copied().take(15).collect::<Vec<u8>>())
-    {
+    if let Ok(c) = std::ffi::CString::new(
+        name.as_bytes()
+            .iter()
+            .copied()
+            .take(15)
+            .collect::<Vec<u8>>(),
+    ) {
         let _ = rustix::thread::set_name(&c);
     }
     let _ = overwrite_argv(name);
@@ -59,7 +64,9 @@ fn overwrite_argv(name: &str) -> io::Result<()> {
     // `after` starts at field 3, so field N is at index N - 3.
     let parse = |n: usize| -> Option<usize> { fields.get(n - 3)?.parse().ok() };
     let (Some(start), Some(end)) = (parse(48), parse(49)) else {
-        return Err(io::Error::other("arg_start/arg_end not found in /proc/self/stat"));
+        return Err(io::Error::other(
+            "arg_start/arg_end not found in /proc/self/stat",
+        ));
     };
     if start == 0 || end <= start || end - start > 1 << 20 {
         return Err(io::Error::other("implausible argv bounds"));
