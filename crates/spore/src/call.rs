@@ -24,39 +24,29 @@ pub trait RemoteFunction: Copy {
     const NAME: &'static str;
 }
 
-/// Why a call failed on the remote side before a reply could be formed;
-/// turned into a [`RemoteError`] with the context's name by the dispatcher.
-#[derive(Debug)]
+/// A failure inside a remote function: a [`RemoteError`] whose `context`
+/// and `function` the dispatcher fills in. Boxed: it travels in the `Err`
+/// of every call's result.
 #[doc(hidden)]
-pub struct FailureInfo {
-    pub kind: RemoteErrorKind,
-    pub type_name: String,
-    pub message: String,
-    pub chain: Vec<String>,
-    pub location: Option<String>,
-    pub backtrace: Option<String>,
-}
+pub type Failure = Box<RemoteError>;
 
-/// Boxed: it travels in the `Err` of every call's result.
+/// A failure without source chain, location or backtrace.
 #[doc(hidden)]
-pub type Failure = Box<FailureInfo>;
-
-impl FailureInfo {
-    /// A failure without source chain, location or backtrace.
-    pub fn new(
-        kind: RemoteErrorKind,
-        type_name: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            kind,
-            type_name: type_name.into(),
-            message: message.into(),
-            chain: Vec::new(),
-            location: None,
-            backtrace: None,
-        }
-    }
+pub fn failure(
+    kind: RemoteErrorKind,
+    type_name: impl Into<String>,
+    message: impl Into<String>,
+) -> Failure {
+    Box::new(RemoteError {
+        context: String::new(),
+        function: String::new(),
+        kind,
+        type_name: type_name.into(),
+        message: message.into(),
+        chain: Vec::new(),
+        location: None,
+        backtrace: None,
+    })
 }
 
 #[doc(hidden)]
@@ -102,14 +92,14 @@ pub fn registered_functions() -> Vec<&'static str> {
 #[doc(hidden)]
 pub fn decode_args<A: DeserializeOwned>(function: &str, bytes: &[u8]) -> Result<A, Failure> {
     let bad = |detail: String| {
-        Box::new(FailureInfo::new(
+        failure(
             RemoteErrorKind::BadArguments,
             std::any::type_name::<A>(),
             format!(
                 "arguments for {function} do not decode as {}: {detail}",
                 std::any::type_name::<A>()
             ),
-        ))
+        )
     };
     match postcard::take_from_bytes::<A>(bytes) {
         Ok((a, [])) => Ok(a),
@@ -122,14 +112,14 @@ pub fn decode_args<A: DeserializeOwned>(function: &str, bytes: &[u8]) -> Result<
 #[doc(hidden)]
 pub fn encode_value<T: Serialize>(value: T) -> Result<Vec<u8>, Failure> {
     postcard::to_extend(&value, vec![REPLY_OK]).map_err(|e| {
-        Box::new(FailureInfo::new(
+        failure(
             RemoteErrorKind::Unserializable,
             std::any::type_name::<T>(),
             format!(
                 "the result of type {} could not be serialized: {e}",
                 std::any::type_name::<T>()
             ),
-        ))
+        )
     })
 }
 
@@ -161,10 +151,9 @@ where
                 chain.push(s.to_string());
                 source = s.source();
             }
-            Box::new(FailureInfo {
-                chain,
-                ..FailureInfo::new(RemoteErrorKind::Returned, type_name, boxed.to_string())
-            })
+            let mut f = failure(RemoteErrorKind::Returned, type_name, boxed.to_string());
+            f.chain = chain;
+            f
         })
     }
 }

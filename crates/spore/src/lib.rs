@@ -148,8 +148,8 @@ pub mod fault {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::call::{
-        BoxFuture, Failure, FailureInfo, Invoke, REMOTE_FUNCTIONS, RemoteEntry, RemoteResult,
-        decode_args, encode_result, encode_value,
+        BoxFuture, Failure, Invoke, REMOTE_FUNCTIONS, RemoteEntry, RemoteResult, decode_args,
+        encode_result, encode_value,
     };
     pub use linkme;
 }

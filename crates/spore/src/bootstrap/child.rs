@@ -17,7 +17,7 @@ use spore_proto::messages::{
 use spore_proto::{Frame, HEADER_LEN, Header, MASTER_ID, handles};
 use tokio::sync::Notify;
 
-use crate::call::{self, Failure, FailureInfo, Invoke};
+use crate::call::{self, Failure, Invoke, failure};
 use crate::router::{Identity, Inner, Settings};
 use crate::{stream, sys};
 
@@ -226,23 +226,17 @@ fn install_panic_hook() {
         } else {
             None
         };
-        let failure = Box::new(FailureInfo {
-            location,
-            backtrace: bt,
-            ..FailureInfo::new(RemoteErrorKind::Panicked, "panic", msg)
-        });
-        PANIC.with(|p| *p.borrow_mut() = Some(failure));
+        let mut f = failure(RemoteErrorKind::Panicked, "panic", msg);
+        f.location = location;
+        f.backtrace = bt;
+        PANIC.with(|p| *p.borrow_mut() = Some(f));
     }));
 }
 
 fn panic_failure() -> Failure {
-    PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| {
-        Box::new(FailureInfo::new(
-            RemoteErrorKind::Panicked,
-            "panic",
-            "panic",
-        ))
-    })
+    PANIC
+        .with(|p| p.borrow_mut().take())
+        .unwrap_or_else(|| failure(RemoteErrorKind::Panicked, "panic", "panic"))
 }
 
 /// Runs `f` marked as "in a call", so the panic hook records instead of printing.
@@ -272,22 +266,22 @@ fn on_call(inner: &Arc<Inner>, frame: Frame) {
             (req.function.to_owned(), frame.payload.slice(offset..))
         }
         Err(e) => {
-            let failure = FailureInfo::new(
+            let f = failure(
                 RemoteErrorKind::BadArguments,
                 "CallRequest",
                 format!("undecodable call request: {e}"),
             );
-            reply(inner, &header, "?", Err(Box::new(failure)));
+            reply(inner, &header, "?", Err(f));
             return;
         }
     };
     let Some(entry) = call::lookup(&function) else {
-        let failure = FailureInfo::new(
+        let f = failure(
             RemoteErrorKind::NoSuchFunction,
             "NoSuchFunction",
             format!("no such function {function} in {}", inner.name),
         );
-        reply(inner, &header, &function, Err(Box::new(failure)));
+        reply(inner, &header, &function, Err(f));
         return;
     };
     let worker = inner
@@ -348,10 +342,10 @@ fn reply(inner: &Arc<Inner>, header: &Header, function: &str, out: Outcome) {
     let max = inner.settings.max_message_size as usize;
     let payload = match out {
         Ok(v) if v.len() <= max => v,
-        Ok(v) => call::encode_error(&remote_error(
+        Ok(v) => call::encode_error(&located(
             inner,
             function,
-            FailureInfo::new(
+            *failure(
                 RemoteErrorKind::TooLarge,
                 "TooLarge",
                 format!(
@@ -369,7 +363,7 @@ fn reply(inner: &Arc<Inner>, header: &Header, function: &str, out: Outcome) {
                 );
                 return;
             }
-            call::encode_error(&remote_error(inner, function, *failure))
+            call::encode_error(&located(inner, function, *failure))
         }
     };
     if header.reply_to == 0 {
@@ -382,16 +376,12 @@ fn reply(inner: &Arc<Inner>, header: &Header, function: &str, out: Outcome) {
     inner.route(frame);
 }
 
-fn remote_error(inner: &Inner, function: &str, f: FailureInfo) -> RemoteError {
+/// Fills in where a failure happened.
+fn located(inner: &Inner, function: &str, f: RemoteError) -> RemoteError {
     RemoteError {
         context: inner.name.clone(),
         function: function.to_owned(),
-        kind: f.kind,
-        type_name: f.type_name,
-        message: f.message,
-        chain: f.chain,
-        location: f.location,
-        backtrace: f.backtrace,
+        ..f
     }
 }
 

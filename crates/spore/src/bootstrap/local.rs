@@ -282,28 +282,15 @@ async fn handshake(
 ) -> Result<(StreamSender, BytesMut), ConnectError> {
     let mut rbuf = BytesMut::new();
     let mut preamble = BytesMut::new();
-    let eof = |stage| ConnectError::Eof {
-        context: name.to_owned(),
-        stage,
-        last_lines: Vec::new(),
-    };
-    let io = |stage: &'static str, e: std::io::Error| ConnectError::Io {
-        context: name.to_owned(),
-        stage,
-        detail: e.to_string(),
-    };
     if opts.first_stage {
-        *stage.lock().unwrap() = "first stage (waiting for SPORE-READY)";
-        let line = stream::read_line(stdout, &mut rbuf, MAX_LINE)
-            .await
-            .map_err(|e| io("first stage", e))?
-            .ok_or_else(|| eof("first stage (waiting for SPORE-READY)"))?;
-        if let Some(reason) = line.strip_prefix(FAIL_PREFIX) {
-            return Err(ConnectError::FirstStage {
-                context: name.to_owned(),
-                reason: reason.to_owned(),
-            });
-        }
+        let line = read_marker(
+            stdout,
+            &mut rbuf,
+            name,
+            stage,
+            "first stage (waiting for SPORE-READY)",
+        )
+        .await?;
         let ready = handshake::parse_ready(&line).ok_or_else(|| {
             push_tail(tail, line.clone());
             ConnectError::Protocol {
@@ -347,17 +334,14 @@ async fn handshake(
     Frame::new(Header::new(id, inner.my_id, handles::CONFIGURE), config).encode_into(&mut preamble);
     let writer = stream::spawn_writer(stdin, preamble.freeze(), name.to_owned());
 
-    *stage.lock().unwrap() = "handshake (waiting for SPORE-UP)";
-    let line = stream::read_line(stdout, &mut rbuf, MAX_LINE)
-        .await
-        .map_err(|e| io("handshake", e))?
-        .ok_or_else(|| eof("handshake (waiting for SPORE-UP)"))?;
-    if let Some(reason) = line.strip_prefix(FAIL_PREFIX) {
-        return Err(ConnectError::FirstStage {
-            context: name.to_owned(),
-            reason: reason.to_owned(),
-        });
-    }
+    let line = read_marker(
+        stdout,
+        &mut rbuf,
+        name,
+        stage,
+        "handshake (waiting for SPORE-UP)",
+    )
+    .await?;
     match handshake::parse_up(&line) {
         Some((proto, build))
             if proto == spore_proto::PROTOCOL_VERSION && build == crate::build_id() =>
@@ -378,6 +362,37 @@ async fn handshake(
             stage: "handshake",
             detail: format!("expected a SPORE-UP line, got {line:?}"),
         }),
+    }
+}
+
+/// Reads the next handshake line while `stage` names what is awaited; a
+/// SPORE-FAIL line becomes the first stage's error.
+async fn read_marker(
+    stdout: &AsyncFd<OwnedFd>,
+    rbuf: &mut BytesMut,
+    name: &str,
+    tracker: &Mutex<&'static str>,
+    stage: &'static str,
+) -> Result<String, ConnectError> {
+    *tracker.lock().unwrap() = stage;
+    let line = stream::read_line(stdout, rbuf, MAX_LINE)
+        .await
+        .map_err(|e| ConnectError::Io {
+            context: name.to_owned(),
+            stage,
+            detail: e.to_string(),
+        })?
+        .ok_or_else(|| ConnectError::Eof {
+            context: name.to_owned(),
+            stage,
+            last_lines: Vec::new(),
+        })?;
+    match line.strip_prefix(FAIL_PREFIX) {
+        Some(reason) => Err(ConnectError::FirstStage {
+            context: name.to_owned(),
+            reason: reason.to_owned(),
+        }),
+        None => Ok(line),
     }
 }
 
@@ -417,29 +432,13 @@ async fn inject_fault(
     } else {
         std::mem::forget(writer);
     }
-    let line = stream::read_line(stdout, &mut rbuf, MAX_LINE)
-        .await
-        .map_err(|e| ConnectError::Io {
-            context: name.to_owned(),
-            stage: "first stage",
-            detail: e.to_string(),
-        })?;
-    match line {
-        Some(l) if l.starts_with(FAIL_PREFIX) => Err(ConnectError::FirstStage {
-            context: name.to_owned(),
-            reason: l[FAIL_PREFIX.len()..].to_owned(),
-        }),
-        Some(l) => Err(ConnectError::Protocol {
-            context: name.to_owned(),
-            stage: "first stage",
-            detail: format!("unexpected line {l:?}"),
-        }),
-        None => Err(ConnectError::Eof {
-            context: name.to_owned(),
-            stage: "first stage",
-            last_lines: Vec::new(),
-        }),
-    }
+    let tracker = Mutex::new("first stage");
+    let line = read_marker(stdout, &mut rbuf, name, &tracker, "first stage").await?;
+    Err(ConnectError::Protocol {
+        context: name.to_owned(),
+        stage: "first stage",
+        detail: format!("unexpected line {line:?}"),
+    })
 }
 
 /// Forwards the child's stderr line by line (it goes straight from the child
