@@ -76,6 +76,20 @@ async fn the_first_stage_takes_raw_and_compressed_images() {
 }
 
 #[tokio::test]
+async fn init_works_inside_the_users_tokio_main() {
+    let router = spore::Router::builder()
+        .image(env!("CARGO_BIN_EXE_spore-fixture-tokio"))
+        .build()
+        .unwrap();
+    for first_stage in METHODS {
+        let ctx = router.local().first_stage(first_stage).await.unwrap();
+        assert_eq!(ctx.call(add, (20, 22)).await.unwrap(), 42);
+        assert_eq!(ctx.call(async_echo, ("x".into(), 1)).await.unwrap(), "x");
+    }
+    router.shutdown().await;
+}
+
+#[tokio::test]
 async fn context_ids_start_at_one_and_names_follow() {
     let fx = fixture();
     let router = fx.router();

@@ -167,6 +167,31 @@ pub(crate) fn run() -> ! {
         fatal("child state initialised twice");
     }
 
+    // The I/O loop gets a thread of its own: `init()` may be called from
+    // inside the user's runtime (`#[tokio::main]`), where blocking on another
+    // runtime is not allowed. The calling thread just waits.
+    let io_thread = std::thread::Builder::new()
+        .name("spore-io".to_owned())
+        .spawn(move || serve(io_rt, inner, stream_in, stream_out, capture, logs, max));
+    match io_thread {
+        Ok(t) => {
+            let _ = t.join();
+            std::process::exit(0)
+        }
+        Err(e) => fatal(format!("starting the I/O thread: {e}")),
+    }
+}
+
+/// The child's I/O loop: runs until the parent's stream ends, then exits.
+fn serve(
+    io_rt: tokio::runtime::Runtime,
+    inner: Arc<Inner>,
+    stream_in: OwnedFd,
+    stream_out: OwnedFd,
+    capture: OwnedFd,
+    logs: tokio::sync::mpsc::UnboundedReceiver<LogRecord>,
+    max: u32,
+) -> ! {
     io_rt.block_on(async move {
         let fd_in = stream::async_fd(stream_in).unwrap_or_else(|e| fatal(format!("stream: {e}")));
         let fd_out = stream::async_fd(stream_out).unwrap_or_else(|e| fatal(format!("stream: {e}")));

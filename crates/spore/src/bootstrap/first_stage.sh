@@ -40,9 +40,9 @@ for w in[M]+a[6:]:
  if f>=0:os.close(f)
 F(\"; \".join(R))" "$0" $e $z "$Z" "${LC_CTYPE+x}$LC_CTYPE" "$@"
 command -v perl >/dev/null&&exec perl -e "use Fcntl;use Config;(\$n,\$e,\$z,\$D,@d)=@ARGV;\$b=\"\";
-sub F{\$_=\"@_\";s/\s+/ /g;print\"SPORE-FAIL \$_\n\";exit 1}
+sub F{print\"SPORE-FAIL \".join(\" \",split\" \",\"@_\").\"\n\";exit 1}
 while(length\$b<\$z){sysread(STDIN,\$b,\$z-length\$b,length\$b)or F(sprintf\"payload truncated: got %d of %d bytes\",length\$b,\$z)}
-if(\$e eq\"zstd\"){pipe ER,EW;\$p=open(O,\"-|\")//F(\"fork: \$!\");if(!\$p){open STDERR,\">&EW\";open(Z,\"|-\",\$D,\"-dcq\")or exit 1;print Z \$b;close Z;exit \$?>>8}
+if(\$e eq\"zstd\"){pipe ER,EW;\$p=open(O,\"-|\")//F(\"fork: \$!\");if(!\$p){open STDERR,\">&EW\";open(Z,\"|-\",\$D,\"-dcq\")or exit 1;print Z \$b;close Z;exit!!\$?}
 close EW;local\$/;\$b=<O>;\$m=<ER>;close O;\$? and F(\"decode failed: \$m\")}
 \$_=\$Config{archname};\$N=/^x86_64/?319:/^(aarch64|riscv)/?279:/^i.86/?356:/^arm/?385:0;
 for\$w(\"memfd(perl)\",@d){\$t=\"\";\$!=0;
@@ -58,7 +58,7 @@ case $(head --version 2>&1) in *GNU*)R(){ head -c $z;};;*)if dd iflag=fullblock 
 T(){ f=$(mktemp "$1/.spore.XXXXXX" 2>/dev/null)||{ f=$1/.spore.$$$2;(set -C;: >"$f")2>/dev/null;};}
 M="memfd: no python3 or perl";p=;for d;do T "$d" p&&p=$f&&break;done
 [ "$p" ]||F "$M; no writable dir"
-R >"$p";s=$(($(wc -c <"$p")))
+R >"$p"||{ rm -f "$p";F "$M; cannot store payload in ${p%/*}";};s=$(($(wc -c <"$p")))
 [ $s = $z ]||{ rm -f "$p";F "payload truncated: got $s of $z bytes";}
 W(){ if [ $e = raw ];then cat "$p";else $Z -dcq <"$p";fi;}
 [ $e = raw ]||m=$($Z -dcq <"$p" 2>&1 >/dev/null)||{ rm -f "$p";F "decode failed: $m";}

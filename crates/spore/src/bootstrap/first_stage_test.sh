@@ -9,6 +9,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SCRIPT=$(cat "$HERE/first_stage.sh")
 READY="SPORE-READY 1 $(uname -s) $(uname -m) zstd,raw"
 NAME=spore:test.1
+EXTRAENV=()   # extra VAR=value for the target's environment
 STREAM1="stream line 1: this must reach the program intact"
 STREAM2="stream line 2 * ? end"
 
@@ -26,7 +27,7 @@ leftovers() { ls -a "$XDG" /dev/shm /tmp /var/tmp "$HOMEDIR" 2>/dev/null | grep 
 # launch SHELL BINDIR NAME: start the first stage on two fifos; sets PID WFD RFD
 launch() {
   rm -f "$W/in" "$W/out"; mkfifo "$W/in" "$W/out"
-  ( close_fds; exec env -i PATH="$2" HOME="$HOMEDIR" ${XDG:+XDG_RUNTIME_DIR="$XDG"} FS_MARK="a b  c" \
+  ( close_fds; exec env -i PATH="$2" HOME="$HOMEDIR" ${XDG:+XDG_RUNTIME_DIR="$XDG"} FS_MARK="a b  c" "${EXTRAENV[@]}" \
       $(abs $1) -c "$SCRIPT" "$3" <"$W/in" >"$W/out" 2>"$W/stderr" ) &
   PID=$!
   exec {WFD}>"$W/in" {RFD}<"$W/out"
@@ -40,7 +41,7 @@ finish() { # close our ends, reap, sets RC
 }
 
 # reference environment: what the same shell passes to a program it execs
-refenv() { env -i PATH="$2" HOME="$HOMEDIR" ${XDG:+XDG_RUNTIME_DIR="$XDG"} FS_MARK="a b  c" \
+refenv() { env -i PATH="$2" HOME="$HOMEDIR" ${XDG:+XDG_RUNTIME_DIR="$XDG"} FS_MARK="a b  c" "${EXTRAENV[@]}" \
   $(abs $1) -c 'exec "$0" x' "$REFPROG" </dev/null | grep '^ENV:' | grep -v '^ENV:_=' | sort; }
 
 # expect_ok LABEL SHELL BINDIR ENC KIND(py|pl|sh) [EXE-glob] [NAME]
@@ -55,7 +56,7 @@ expect_ok() {
   elif [ "$line" != "$READY" ]; then why="READY line: $line"
   else
     cat "$W/blob.$enc" >&"$WFD"          # header + payload + stream, written back to back
-    while read -r -t 60 -u "$RFD" line; do out+=("$line"); [ "$line" = "$STREAM2" ] && break; done
+    while read -r -t 15 -u "$RFD" line; do out+=("$line"); [ "$line" = "$STREAM2" ] && break; done
     kidlist=$(kids "$PID")
   fi
   finish
@@ -95,7 +96,7 @@ expect_fail() {
   finish
   if [ -z "$why" ]; then
     # shellcheck disable=SC2053
-    if [ ${#lines[@]} != 1 ] || [[ ${lines[0]} != $want ]]; then why="got: ${lines[*]:-<nothing>}; want: $want"
+    if [ ${#lines[@]} != 1 ] || [[ ${lines[0]} != $want ]] || [[ ${lines[0]} == *" " ]]; then why="got: ${lines[*]:-<nothing>}|; want: $want"
     elif [ "$RC" != 1 ]; then why="exit status $RC"
     elif [ "$(leftovers)" != "$before" ]; then why="temp files left"; fi
   fi
@@ -218,7 +219,7 @@ NFB=$(mkbin bb-nofullblock bb:uname bb:cat bb:head bb:rm bb:mktemp bb:wc bb:chmo
 printf '#!/bin/sh\ncase "$*" in *fullblock*) echo "dd: invalid iflag" >&2; exit 1;; esac\nexec %s dd "$@"\n' "$(command -v busybox)" >"$NFB/dd"
 chmod +x "$NFB/dd"
 
-SHELLS=(dash bash "busybox ash")
+SHELLS=(dash bash "bash --posix" "busybox ash")
 for s in "${SHELLS[@]}"; do have ${s%% *} || echo "# skipping shell $s (not installed)"; done
 
 for s in "${SHELLS[@]}"; do
@@ -240,6 +241,11 @@ if have dash; then
   have perl && expect_ok "dash perl odd NAME (spaces, glob, quote)" dash "$PLB" zstd pl "" "sp ore*: it's"
   mkdir -p "$W/xdg"; XDG=$W/xdg
   expect_ok "dash pure-shell uses \$XDG_RUNTIME_DIR first" dash "$SHB" raw sh "$W/xdg/.spore.* (deleted)"
+  [ -n "$PY" ] && for v in LC_CTYPE=C LC_CTYPE=POSIX LANG=C LC_ALL=C "LC_CTYPE=x y"; do
+    EXTRAENV=("$v"); expect_ok "dash python3 keeps environment with $v (no locale coercion leak)" dash "$PYB" raw py
+  done; EXTRAENV=()
+  XDG=/nonexistent/spore-xdg
+  expect_ok "dash pure-shell skips a nonexistent \$XDG_RUNTIME_DIR" dash "$SHB" zstd sh "/dev/shm/.spore.* (deleted)"
   XDG=""
 fi
 
