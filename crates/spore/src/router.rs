@@ -35,6 +35,14 @@ pub(crate) enum Sink {
     Internal(fn(&Arc<Inner>, Frame)),
 }
 
+/// Registering a handle that is already registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("handle {handle} is already registered in {context}")]
+pub(crate) struct HandleTaken {
+    pub(crate) handle: u32,
+    pub(crate) context: String,
+}
+
 /// What a pending call receives.
 pub(crate) enum Reply {
     Frame(Frame),
@@ -164,12 +172,30 @@ impl Inner {
         })
     }
 
+    /// Registers `sink` on `handle`. Registering a taken handle is an error;
+    /// after [`Inner::unregister`] the handle can be registered again.
+    pub(crate) fn register(&self, handle: u32, sink: Sink) -> Result<(), HandleTaken> {
+        match self.handles.lock().unwrap().entry(handle) {
+            std::collections::hash_map::Entry::Occupied(_) => Err(HandleTaken {
+                handle,
+                context: self.name.clone(),
+            }),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(sink);
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes whatever is registered on `handle`; returns whether there was one.
+    pub(crate) fn unregister(&self, handle: u32) -> bool {
+        self.handles.lock().unwrap().remove(&handle).is_some()
+    }
+
     /// Registers a built-in handler on a well-known handle.
     pub(crate) fn add_internal(&self, handle: u32, f: fn(&Arc<Inner>, Frame)) {
-        self.handles
-            .lock()
-            .unwrap()
-            .insert(handle, Sink::Internal(f));
+        self.register(handle, Sink::Internal(f))
+            .expect("well-known handles are registered once, at start-up");
     }
 
     fn alloc_handle(&self) -> u32 {
@@ -405,10 +431,8 @@ impl Inner {
         if want_reply {
             let handle = self.alloc_handle();
             let (tx, rx) = oneshot::channel();
-            self.handles
-                .lock()
-                .unwrap()
-                .insert(handle, Sink::Reply { context, tx });
+            self.register(handle, Sink::Reply { context, tx })
+                .expect("fresh dynamic handles are unique");
             header = header.with_reply_to(handle);
             wait = Some(CallWait {
                 rx,
@@ -429,7 +453,7 @@ impl Inner {
     }
 
     fn forget_handle(&self, handle: u32) {
-        self.handles.lock().unwrap().remove(&handle);
+        self.unregister(handle);
     }
 
     /// Fails every handler registered here with a dead message (A13).
@@ -994,5 +1018,95 @@ impl IntoFuture for crate::LocalConnect<'_> {
             task.await
                 .unwrap_or_else(|e| Err(ConnectError::Aborted(e.to_string())))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inner(rt: &tokio::runtime::Runtime) -> Arc<Inner> {
+        let identity = Identity {
+            my_id: 0,
+            name: "master".to_owned(),
+            parent_ids: Vec::new(),
+            parent_stream: None,
+        };
+        Inner::new(
+            identity,
+            Settings::default(),
+            rt.handle().clone(),
+            None,
+            None,
+        )
+    }
+
+    #[test]
+    fn registering_twice_fails_and_reregistering_after_removal_works() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let inner = inner(&rt);
+        let noop: fn(&Arc<Inner>, Frame) = |_, _| {};
+        inner.register(1000, Sink::Internal(noop)).unwrap();
+        let err = inner.register(1000, Sink::Internal(noop)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "handle 1000 is already registered in master"
+        );
+        assert!(inner.unregister(1000));
+        assert!(!inner.unregister(1000));
+        inner.register(1000, Sink::Internal(noop)).unwrap();
+    }
+
+    #[test]
+    fn at_shutdown_every_waiting_handler_gets_a_dead_message() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let inner = inner(&rt);
+        let (tx, rx) = oneshot::channel();
+        inner
+            .register(1001, Sink::Reply { context: 1, tx })
+            .unwrap();
+        inner.fail_all_handles("master shut down");
+        match rx.blocking_recv() {
+            Ok(Reply::Lost(reason)) => assert_eq!(reason, "master shut down"),
+            _ => panic!("no dead message"),
+        }
+        assert!(!inner.unregister(1001));
+    }
+
+    #[test]
+    fn unknown_handles_and_unknown_contexts_get_dead_replies() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let inner = inner(&rt);
+        let (tx, rx) = oneshot::channel();
+        inner
+            .register(1002, Sink::Reply { context: 0, tx })
+            .unwrap();
+        // To a handle nobody registered, from ourselves, answer to 1002.
+        inner.route(Frame::new(
+            Header::new(0, 0, 4321).with_reply_to(1002),
+            Bytes::new(),
+        ));
+        match rx.blocking_recv() {
+            Ok(Reply::Frame(f)) => assert_eq!(f.dead_reason(), "invalid handle 4321 in master"),
+            _ => panic!("no dead reply"),
+        }
+        let (tx, rx) = oneshot::channel();
+        inner
+            .register(1003, Sink::Reply { context: 0, tx })
+            .unwrap();
+        inner.route(Frame::new(
+            Header::new(9, 0, 5).with_reply_to(1003),
+            Bytes::new(),
+        ));
+        match rx.blocking_recv() {
+            Ok(Reply::Frame(f)) => assert_eq!(f.dead_reason(), "no route to 9, my ID is 0"),
+            _ => panic!("no dead reply"),
+        }
     }
 }
