@@ -8,6 +8,21 @@ e=${h%% *};z=${h#* }
 case $z in ""|0?*|*[!0-9]*)F "bad header $h";;esac
 case $e in raw);;zstd)[ "$Z" ]||F "no zstd decoder";;*)F "unknown encoding $e";;esac
 set --;for d in "$XDG_RUNTIME_DIR" /dev/shm /tmp /var/tmp "$HOME";do [ -d "$d" ]&&set -- "$@" "$d";done
+command -v perl >/dev/null&&exec perl -e "use Fcntl;use Config;(\$n,\$e,\$z,\$D,@d)=@ARGV;\$b=\"\";
+sub F{print\"SPORE-FAIL \".join(\" \",split\" \",\"@_\").\"\n\";exit 1}
+while(length\$b<\$z){sysread(STDIN,\$b,\$z-length\$b,length\$b)or F(sprintf\"payload truncated: got %d of %d bytes\",length\$b,\$z)}
+if(\$e eq\"zstd\"){pipe ER,EW;\$p=open(O,\"-|\")//F(\"fork: \$!\");if(!\$p){open STDERR,\">&EW\";open(Z,\"|-\",\$D,\"-dcq\")or exit 1;print Z \$b;close Z;exit!!\$?}
+close EW;local\$/;\$b=<O>;\$m=<ER>;close O;\$? and F(\"decode failed: \$m\")}
+\$_=\$Config{archname};\$N=/^x86_64/?319:/^(aarch64|riscv)/?279:/^i.86/?356:/^arm/?385:0;
+for\$w(\"memfd(perl)\",@d){\$t=\"\";\$!=0;
+if(\$w eq\"memfd(perl)\"){\$f=\$N?syscall(\$N,\$k=\"spore\",17):-1;\$f=syscall(\$N,\$k,1)if\$f<0&&\$!==22;\$f<0||open(H,\">&=\",\$f)or\$f=-1}
+else{\$t=sprintf\"%s/.spore-%d-%d\",\$w,\$\$,rand 1e9;\$f=sysopen(H,\$t,O_WRONLY|O_CREAT|O_EXCL,0700)?fileno H:-1}
+if(\$f<0){push@R,\"\$w: create failed (\".(\$!||\"unsupported\").\")\";next}
+chmod 0700,H;for(\$o=0;\$o<length\$b;\$o+=\$r){\$r=syswrite(H,\$b,1<<20,\$o)or last}
+if(\$o<length\$b){push@R,\"\$w: write failed (\$!)\";close H;unlink\$t if\$t;next}
+if(\$t){close H;open(H,\"<\",\$t);unlink\$t;\$f=fileno H}
+exec{\"/proc/self/fd/\$f\"}\$n,\"--spore-child\";push@R,\"\$w: exec failed (\$!)\";close H}
+F(join\"; \",@R)" -- "$0" $e $z "$Z" "$@"
 command -v python3 >/dev/null&&exec python3 -Esc "import os,sys,signal as G
 a=sys.argv;n,e,z,D,L=a[1:6];z=int(z);R=[];b=bytearray();M=\"memfd(python3)\";E=os.environ
 if L:E[\"LC_CTYPE\"]=L[1:]
@@ -39,21 +54,6 @@ for w in[M]+a[6:]:
  if t:os.unlink(t)
  if f>=0:os.close(f)
 F(\"; \".join(R))" "$0" $e $z "$Z" "${LC_CTYPE+x}$LC_CTYPE" "$@"
-command -v perl >/dev/null&&exec perl -e "use Fcntl;use Config;(\$n,\$e,\$z,\$D,@d)=@ARGV;\$b=\"\";
-sub F{print\"SPORE-FAIL \".join(\" \",split\" \",\"@_\").\"\n\";exit 1}
-while(length\$b<\$z){sysread(STDIN,\$b,\$z-length\$b,length\$b)or F(sprintf\"payload truncated: got %d of %d bytes\",length\$b,\$z)}
-if(\$e eq\"zstd\"){pipe ER,EW;\$p=open(O,\"-|\")//F(\"fork: \$!\");if(!\$p){open STDERR,\">&EW\";open(Z,\"|-\",\$D,\"-dcq\")or exit 1;print Z \$b;close Z;exit!!\$?}
-close EW;local\$/;\$b=<O>;\$m=<ER>;close O;\$? and F(\"decode failed: \$m\")}
-\$_=\$Config{archname};\$N=/^x86_64/?319:/^(aarch64|riscv)/?279:/^i.86/?356:/^arm/?385:0;
-for\$w(\"memfd(perl)\",@d){\$t=\"\";\$!=0;
-if(\$w eq\"memfd(perl)\"){\$f=\$N?syscall(\$N,\$k=\"spore\",17):-1;\$f=syscall(\$N,\$k,1)if\$f<0&&\$!==22;\$f<0||open(H,\">&=\",\$f)or\$f=-1}
-else{\$t=sprintf\"%s/.spore-%d-%d\",\$w,\$\$,rand 1e9;\$f=sysopen(H,\$t,O_WRONLY|O_CREAT|O_EXCL,0700)?fileno H:-1}
-if(\$f<0){push@R,\"\$w: create failed (\".(\$!||\"unsupported\").\")\";next}
-chmod 0700,H;for(\$o=0;\$o<length\$b;\$o+=\$r){\$r=syswrite(H,\$b,1<<20,\$o)or last}
-if(\$o<length\$b){push@R,\"\$w: write failed (\$!)\";close H;unlink\$t if\$t;next}
-if(\$t){close H;open(H,\"<\",\$t);unlink\$t;\$f=fileno H}
-exec{\"/proc/self/fd/\$f\"}\$n,\"--spore-child\";push@R,\"\$w: exec failed (\$!)\";close H}
-F(join\"; \",@R)" -- "$0" $e $z "$Z" "$@"
 case $(head --version 2>&1) in *GNU*)R(){ head -c $z;};;*)if dd iflag=fullblock count=0 </dev/null 2>/dev/null;then R(){ [ $z -lt 4096 ]||dd bs=4096 count=$((z/4096)) iflag=fullblock 2>/dev/null;dd bs=1 count=$((z%4096)) 2>/dev/null;};else R(){ dd bs=1 count=$z 2>/dev/null;};fi;esac
 T(){ f=$(mktemp "$1/.spore.XXXXXX" 2>/dev/null)||{ f=$1/.spore.$$$2;(set -C;: >"$f")2>/dev/null;};}
 M="memfd: no python3 or perl";p=;for d;do T "$d" p&&p=$f&&break;done

@@ -17,7 +17,7 @@ ok()  { echo "PASS $*" >>"$W/results"; echo "ok   $*"; }
 bad() { echo "FAIL $*" >>"$W/results"; echo "FAIL $*"; }
 
 # ---------------------------------------------------------------- helpers
-close_fds() { local fd; for fd in $(ls /proc/$BASHPID/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done 2>/dev/null; }
+close_fds() { local fd; for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done 2>/dev/null; }
 
 # children of a pid (scan /proc; works without CONFIG_PROC_CHILDREN)
 kids() { local s; for s in /proc/[0-9]*/stat; do read -r _ _ _ pp _ <"$s" 2>/dev/null && [ "$pp" = "$1" ] && echo "${s//[!0-9]/}"; done 2>/dev/null; }
