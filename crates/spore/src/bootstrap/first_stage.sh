@@ -2,14 +2,12 @@
 F(){ set -f;set -- $*;printf "SPORE-FAIL %s\n" "$*";exit 1;}
 Z=;command -v unzstd >/dev/null&&Z=unzstd;command -v zstd >/dev/null&&Z=zstd
 printf "SPORE-READY 1 %s %s %sraw\n" "$(uname -s)" "$(uname -m)" "${Z:+zstd,}"
-h=;while c=$(dd bs=1 count=1 2>/dev/null;echo .);c=${c%.};[ "$c" != "
-" ];do case $c in [a-z0-9\ ]);;*)F "bad header $h";;esac;h=$h$c;[ ${#h} -le 20 ]||F "bad header $h";done
-e=${h%% *};z=${h#* }
-case $z in ""|0?*|*[!0-9]*)F "bad header $h";;esac
-case $e in raw);;zstd)[ "$Z" ]||F "no zstd decoder";;*)F "unknown encoding $e";;esac
 set --;for d in "$XDG_RUNTIME_DIR" /dev/shm /tmp /var/tmp "$HOME";do [ -d "$d" ]&&set -- "$@" "$d";done
 command -v perl >/dev/null&&exec perl -e "use Fcntl;use Config;(\$n,\$e,\$z,\$D,@d)=@ARGV;\$b=\"\";
 sub F{print\"SPORE-FAIL \".join(\" \",split\" \",\"@_\").\"\n\";exit 1}
+if(\$e eq\"\"){\$h=\"\";while(1){sysread(STDIN,\$c,1)or\$c=\"\";last if\$c eq\"\n\";\$c=~/^[a-z0-9 ]\$/ or F(\"bad header \$h\");\$h.=\$c;length\$h<=20 or F(\"bad header \$h\")}
+\$h=~/^([a-z0-9]+) (0|[1-9][0-9]*)\$/ or F(\"bad header \$h\");(\$e,\$z)=(\$1,\$2)}
+\$e eq\"raw\"or\$e eq\"zstd\"or F(\"unknown encoding \$e\");\$e eq\"zstd\"&&\$D eq\"\"&&F(\"no zstd decoder\");
 while(length\$b<\$z){sysread(STDIN,\$b,\$z-length\$b,length\$b)or F(sprintf\"payload truncated: got %d of %d bytes\",length\$b,\$z)}
 if(\$e eq\"zstd\"){pipe ER,EW;\$p=open(O,\"-|\")//F(\"fork: \$!\");if(!\$p){open STDERR,\">&EW\";open(Z,\"|-\",\$D,\"-dcq\")or exit 1;print Z \$b;close Z;exit!!\$?}
 close EW;local\$/;\$b=<O>;\$m=<ER>;close O;\$? and F(\"decode failed: \$m\")}
@@ -22,12 +20,25 @@ chmod 0700,H;for(\$o=0;\$o<length\$b;\$o+=\$r){\$r=syswrite(H,\$b,1<<20,\$o)or l
 if(\$o<length\$b){push@R,\"\$w: write failed (\$!)\";close H;unlink\$t if\$t;next}
 if(\$t){close H;open(H,\"<\",\$t);unlink\$t;\$f=fileno H}
 exec{\"/proc/self/fd/\$f\"}\$n,\"--spore-child\";push@R,\"\$w: exec failed (\$!)\";close H}
-F(join\"; \",@R)" -- "$0" $e $z "$Z" "$@"
+F(join\"; \",@R)" -- "$0" "" "" "$Z" "$@"
 command -v python3 >/dev/null&&exec python3 -Esc "import os,sys,signal as G
-a=sys.argv;n,e,z,D,L=a[1:6];z=int(z);R=[];b=bytearray();M=\"memfd(python3)\";E=os.environ
+a=sys.argv;n,e,z,D,L=a[1:6];R=[];b=bytearray();M=\"memfd(python3)\";E=os.environ
 if L:E[\"LC_CTYPE\"]=L[1:]
 else:E.pop(\"LC_CTYPE\",0)
 def F(m):os.write(1,(\"SPORE-FAIL \"+\" \".join(m.split())+\"\n\").encode());os._exit(1)
+if not e:
+ h=\"\"
+ while 1:
+  c=os.read(0,1).decode(\"latin1\")
+  if c==\"\n\":break
+  if len(c)<1 or c not in \"abcdefghijklmnopqrstuvwxyz0123456789 \":F(\"bad header \"+h)
+  h+=c
+  if len(h)>20:F(\"bad header \"+h)
+ e,_,z=h.partition(\" \")
+ if not z.isdigit() or z[0]==\"0\"and z!=\"0\" or not e:F(\"bad header \"+h)
+ if e not in(\"raw\",\"zstd\"):F(\"unknown encoding \"+e)
+ if e==\"zstd\"and not D:F(\"no zstd decoder\")
+z=int(z)
 while len(b)<z:
  c=os.read(0,min(z-len(b),1<<20))
  if not c:F(\"payload truncated: got %d of %d bytes\"%(len(b),z))
@@ -53,7 +64,12 @@ for w in[M]+a[6:]:
  except Exception as x:R.append(\"%s: %s failed (%s)\"%(w,s,getattr(x,\"strerror\",0)or x))
  if t:os.unlink(t)
  if f>=0:os.close(f)
-F(\"; \".join(R))" "$0" $e $z "$Z" "${LC_CTYPE+x}$LC_CTYPE" "$@"
+F(\"; \".join(R))" "$0" "" "" "$Z" "${LC_CTYPE+x}$LC_CTYPE" "$@"
+h=;while c=$(dd bs=1 count=1 2>/dev/null;echo .);c=${c%.};[ "$c" != "
+" ];do case $c in [a-z0-9\ ]);;*)F "bad header $h";;esac;h=$h$c;[ ${#h} -le 20 ]||F "bad header $h";done
+e=${h%% *};z=${h#* }
+case $z in ""|0?*|*[!0-9]*)F "bad header $h";;esac
+case $e in raw);;zstd)[ "$Z" ]||F "no zstd decoder";;*)F "unknown encoding $e";;esac
 case $(head --version 2>&1) in *GNU*)R(){ head -c $z;};;*)if dd iflag=fullblock count=0 </dev/null 2>/dev/null;then R(){ [ $z -lt 4096 ]||dd bs=4096 count=$((z/4096)) iflag=fullblock 2>/dev/null;dd bs=1 count=$((z%4096)) 2>/dev/null;};else R(){ dd bs=1 count=$z 2>/dev/null;};fi;esac
 T(){ f=$(mktemp "$1/.spore.XXXXXX" 2>/dev/null)||{ f=$1/.spore.$$$2;(set -C;: >"$f")2>/dev/null;};}
 M="memfd: no python3 or perl";p=;for d;do T "$d" p&&p=$f&&break;done
