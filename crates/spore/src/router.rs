@@ -309,6 +309,12 @@ impl Inner {
         let mut handles = self.handles.lock().unwrap();
         let handle = frame.header.handle;
         match handles.get(&handle) {
+            Some(Sink::Internal(_)) if frame.header.is_dead() => {
+                // Built-in handlers never asked for anything: a dead message
+                // here is misrouted or forged. Never act on it.
+                drop(handles);
+                tracing::debug!("dropped a dead message to built-in handle {handle}");
+            }
             Some(Sink::Internal(f)) => {
                 let f = *f;
                 drop(handles);
