@@ -1,1 +1,219 @@
-fn main(){}
+//! `spore`: start contexts, ping them, run commands in them, benchmark them.
+
+mod bench;
+mod target;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{ArgAction, Parser, Subcommand};
+use spore::{Context, OutputStream, Router};
+
+/// Start copies of this program as contexts (local processes now; ssh,
+/// sudo and containers later) and work with them.
+///
+/// A TARGET is hops joined by `/`, each `METHOD[:ARG]`. Implemented today:
+/// `local` (one local context) and `local:N` (N local contexts). With no
+/// target, `local` is used.
+#[derive(Parser)]
+#[command(name = "spore", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Start local contexts through the POSIX-shell first stage (as ssh and
+    /// sudo will) instead of exec'ing the image directly.
+    #[arg(long, global = true)]
+    first_stage: bool,
+    /// Give up on a context that has not answered after this many seconds.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30.0)]
+    connect_timeout: f64,
+    /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bootstrap each target and print, per context: name, round-trip time
+    /// of a no-op call, hostname, arch, kernel, pid and resident memory.
+    Ping {
+        /// Targets, e.g. `local`, `local:4`.
+        targets: Vec<String>,
+    },
+    /// Run a command in each context; its output is printed prefixed by the
+    /// context's name, then one exit-status line per context. Exits 1 if any
+    /// context failed to start or the command failed in any.
+    Run {
+        /// Targets, e.g. `local:2`.
+        targets: Vec<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Measure bootstrap time and bytes, call latency, throughput, calls per
+    /// second, 100-context start, idle memory and parent-death exit time.
+    /// Medians with min and max.
+    Bench {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Fewer runs and smaller sizes (a smoke test, not a measurement).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Internal: act as a master for the parent-death measurement.
+    #[command(name = "__bench-master", hide = true)]
+    BenchMaster,
+}
+
+fn main() -> ExitCode {
+    spore::init();
+    let cli = Cli::parse();
+    let default = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("spore: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match &cli.command {
+            Command::Ping { targets } => ping(&cli, targets).await,
+            Command::Run { targets, command } => run(&cli, targets, command).await,
+            Command::Bench { json, quick } => bench::run(*json, *quick).await,
+            Command::BenchMaster => bench::master().await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("spore: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn builder(cli: &Cli) -> spore::RouterBuilder {
+    Router::builder().connect_timeout(Duration::from_secs_f64(cli.connect_timeout))
+}
+
+/// Starts every context the targets name, concurrently. Failures are
+/// reported and counted, not fatal.
+async fn connect_all(
+    cli: &Cli,
+    router: &Router,
+    targets: &[String],
+) -> anyhow::Result<(Vec<Context>, usize)> {
+    let count = target::count_local(targets)?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let fut = std::future::IntoFuture::into_future(router.local().first_stage(cli.first_stage));
+        tasks.spawn(fut);
+    }
+    let mut contexts = Vec::new();
+    let mut failed = 0;
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(ctx)) => contexts.push(ctx),
+            Ok(Err(e)) => {
+                eprintln!("spore: {e}");
+                failed += 1;
+            }
+            Err(e) => {
+                eprintln!("spore: connect task failed: {e}");
+                failed += 1;
+            }
+        }
+    }
+    contexts.sort_by_key(|c| c.id());
+    Ok((contexts, failed))
+}
+
+async fn ping(cli: &Cli, targets: &[String]) -> anyhow::Result<ExitCode> {
+    let router = builder(cli).build()?;
+    let (contexts, mut failed) = connect_all(cli, &router, targets).await?;
+    println!(
+        "{:<12} {:>9} {:<20} {:<8} {:<24} {:>8} {:>9}",
+        "CONTEXT", "RTT_US", "HOSTNAME", "ARCH", "KERNEL", "PID", "RSS_KIB"
+    );
+    for ctx in &contexts {
+        let start = Instant::now();
+        let noop = ctx.call(spore::builtins::noop, ()).await;
+        let rtt = start.elapsed();
+        match (noop, ctx.call(spore::builtins::facts, ()).await) {
+            (Ok(()), Ok(f)) => println!(
+                "{:<12} {:>9.1} {:<20} {:<8} {:<24} {:>8} {:>9}",
+                ctx.name(),
+                rtt.as_secs_f64() * 1e6,
+                f.hostname,
+                f.arch,
+                f.kernel,
+                f.pid,
+                f.rss_kib
+            ),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("spore: {e}");
+                failed += 1;
+            }
+        }
+    }
+    router.shutdown().await;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn run(cli: &Cli, targets: &[String], command: &[String]) -> anyhow::Result<ExitCode> {
+    let router = builder(cli)
+        .on_output(|l| match l.stream {
+            OutputStream::Stdout => println!("{} | {}", l.context, l.line),
+            OutputStream::Stderr => eprintln!("{} | {}", l.context, l.line),
+        })
+        .build()?;
+    let (contexts, mut failed) = connect_all(cli, &router, targets).await?;
+    let pending: Vec<_> = contexts
+        .iter()
+        .map(|c| c.call_async(spore::builtins::run, (command.to_vec(),)))
+        .collect();
+    let mut summary = Vec::new();
+    for (ctx, p) in contexts.iter().zip(pending) {
+        match p.await {
+            Ok(status) => {
+                if !status.success() {
+                    failed += 1;
+                }
+                summary.push(format!("{}: {status}", ctx.name()));
+            }
+            Err(e) => {
+                failed += 1;
+                summary.push(format!("{}: {e}", ctx.name()));
+            }
+        }
+    }
+    router.shutdown().await;
+    for line in summary {
+        println!("{line}");
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

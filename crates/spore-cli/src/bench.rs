@@ -1,0 +1,273 @@
+//! `spore bench`: the numbers, as programs measure them (never as timed
+//! assertions in tests). Medians with min and max.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::process::{ExitCode, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use spore::{Context, Router};
+
+/// Returns `n` bytes, cached per size so only the transfer is measured.
+#[spore::remote]
+fn bench_bytes(n: u64) -> Bytes {
+    static CACHE: OnceLock<Mutex<HashMap<u64, Bytes>>> = OnceLock::new();
+    CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(n)
+        .or_insert_with(|| Bytes::from(vec![0x5a; n as usize]))
+        .clone()
+}
+
+/// Run counts; `--quick` shrinks them to a smoke test.
+struct Sizes {
+    bootstraps: usize,
+    rtt_calls: usize,
+    tp1_runs: usize,
+    tp64_runs: usize,
+    tp64_bytes: u64,
+    outstanding: usize,
+    cps_runs: usize,
+    start_n: usize,
+    start_runs: usize,
+    rss_children: usize,
+    death_runs: usize,
+}
+
+const FULL: Sizes = Sizes {
+    bootstraps: 20,
+    rtt_calls: 5000,
+    tp1_runs: 30,
+    tp64_runs: 7,
+    tp64_bytes: 64 << 20,
+    outstanding: 10_000,
+    cps_runs: 5,
+    start_n: 100,
+    start_runs: 3,
+    rss_children: 5,
+    death_runs: 11,
+};
+
+const QUICK: Sizes = Sizes {
+    bootstraps: 3,
+    rtt_calls: 200,
+    tp1_runs: 3,
+    tp64_runs: 1,
+    tp64_bytes: 8 << 20,
+    outstanding: 1000,
+    cps_runs: 1,
+    start_n: 5,
+    start_runs: 1,
+    rss_children: 1,
+    death_runs: 2,
+};
+
+struct Report {
+    out: Map<String, Value>,
+    table: Vec<(String, f64, f64, f64)>,
+}
+
+impl Report {
+    fn median(&mut self, key: &str, mut v: Vec<f64>) {
+        v.sort_by(f64::total_cmp);
+        let (med, min, max) = (v[v.len() / 2], v[0], v[v.len() - 1]);
+        self.out.insert(key.to_owned(), json!(round(med)));
+        self.out.insert(format!("{key}_min"), json!(round(min)));
+        self.out.insert(format!("{key}_max"), json!(round(max)));
+        self.table.push((key.to_owned(), med, min, max));
+    }
+
+    fn single(&mut self, key: &str, v: f64) {
+        self.out.insert(key.to_owned(), json!(round(v)));
+        self.table.push((key.to_owned(), v, v, v));
+    }
+}
+
+fn round(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+pub async fn run(as_json: bool, quick: bool) -> anyhow::Result<ExitCode> {
+    let s = if quick { QUICK } else { FULL };
+    let mut r = Report {
+        out: Map::new(),
+        table: Vec::new(),
+    };
+    r.out.insert("tool".into(), json!("spore"));
+    r.out
+        .insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+    let router = Router::new()?;
+
+    for (key, first_stage) in [
+        ("bootstrap_local_ms", false),
+        ("bootstrap_firststage_ms", true),
+    ] {
+        let mut times = Vec::new();
+        let mut bytes = 0;
+        // One unmeasured run: reading and compressing the image happen once per process.
+        let warm = router.local().first_stage(first_stage).await?;
+        warm.shutdown().await;
+        for _ in 0..s.bootstraps {
+            let t = Instant::now();
+            let ctx = router.local().first_stage(first_stage).await?;
+            ctx.call(spore::builtins::noop, ()).await?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            bytes = ctx.bytes_written();
+            ctx.shutdown().await;
+        }
+        r.median(key, times);
+        let bytes_key = if first_stage {
+            "bootstrap_bytes"
+        } else {
+            "bootstrap_bytes_local"
+        };
+        r.single(bytes_key, bytes as f64);
+    }
+
+    let ctx = router.local().await?;
+    for _ in 0..s.rtt_calls / 10 {
+        ctx.call(spore::builtins::noop, ()).await?;
+    }
+    let mut rtt = Vec::with_capacity(s.rtt_calls);
+    for _ in 0..s.rtt_calls {
+        let t = Instant::now();
+        ctx.call(spore::builtins::noop, ()).await?;
+        rtt.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    r.median("rtt_us", rtt);
+
+    for (key, n, runs) in [
+        ("throughput_1mib_mbps", 1u64 << 20, s.tp1_runs),
+        ("throughput_64mib_mbps", s.tp64_bytes, s.tp64_runs),
+    ] {
+        ctx.call(bench_bytes, (n,)).await?; // fill the child's cache
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let b = ctx.call(bench_bytes, (n,)).await?;
+            let secs = t.elapsed().as_secs_f64();
+            anyhow::ensure!(b.len() as u64 == n, "short reply: {} of {n} bytes", b.len());
+            v.push(n as f64 / secs / 1e6);
+        }
+        r.median(key, v);
+    }
+
+    let mut cps = Vec::new();
+    for _ in 0..s.cps_runs {
+        let t = Instant::now();
+        let pending: Vec<_> = (0..s.outstanding)
+            .map(|_| ctx.call_async(spore::builtins::noop, ()))
+            .collect();
+        for p in pending {
+            p.await?;
+        }
+        cps.push(s.outstanding as f64 / t.elapsed().as_secs_f64());
+    }
+    r.median("calls_per_s", cps);
+    ctx.shutdown().await;
+
+    let mut starts = Vec::new();
+    for _ in 0..s.start_runs {
+        let t = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..s.start_n {
+            let fut = std::future::IntoFuture::into_future(router.local());
+            tasks.spawn(async move {
+                let ctx = fut.await?;
+                ctx.call(spore::builtins::noop, ()).await?;
+                anyhow::Ok(ctx)
+            });
+        }
+        let mut all: Vec<Context> = Vec::new();
+        while let Some(res) = tasks.join_next().await {
+            all.push(res??);
+        }
+        starts.push(t.elapsed().as_secs_f64());
+        for c in &all {
+            c.shutdown().await;
+        }
+    }
+    r.median(&format!("start_{}_local_s", s.start_n), starts);
+
+    let mut rss = Vec::new();
+    for _ in 0..s.rss_children {
+        let ctx = router.local().await?;
+        ctx.call(spore::builtins::noop, ()).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let pid = ctx.pid().expect("direct child");
+        rss.push(spore::builtins::rss_kib(pid).unwrap_or(0) as f64);
+        ctx.shutdown().await;
+    }
+    r.median("child_rss_kib", rss);
+    router.shutdown().await;
+
+    let mut death = Vec::new();
+    for _ in 0..s.death_runs {
+        death.push(tokio::task::spawn_blocking(parent_death_ms).await??);
+    }
+    r.median("parent_death_exit_ms", death);
+
+    if as_json {
+        println!("{}", Value::Object(r.out));
+    } else {
+        println!(
+            "{:<28} {:>14} {:>14} {:>14}",
+            "metric", "median", "min", "max"
+        );
+        for (k, med, min, max) in r.table {
+            println!("{k:<28} {med:>14.3} {min:>14.3} {max:>14.3}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts `spore __bench-master` (which starts one child and prints its
+/// pid), SIGKILLs it, and measures how long its child lives on. This process
+/// is made a child subreaper first, so the orphan is re-parented here and
+/// its exit is observed exactly with waitpid.
+fn parent_death_ms() -> anyhow::Result<f64> {
+    use rustix::process::{
+        Pid, Signal, WaitOptions, getpid, kill_process, set_child_subreaper, waitpid,
+    };
+    set_child_subreaper(Some(getpid()))?;
+    let mut master = std::process::Command::new("/proc/self/exe")
+        .arg("__bench-master")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(master.stdout.take().expect("piped")).read_line(&mut line)?;
+    let child: i32 = match line.trim().parse() {
+        Ok(pid) => pid,
+        Err(_) => {
+            let _ = master.kill();
+            let _ = master.wait();
+            anyhow::bail!("bench master printed {line:?} instead of a pid");
+        }
+    };
+    let child = Pid::from_raw(child).ok_or_else(|| anyhow::anyhow!("bad pid {child}"))?;
+    let t = Instant::now();
+    kill_process(
+        Pid::from_raw(master.id() as i32).expect("pid"),
+        Signal::KILL,
+    )?;
+    master.wait()?;
+    // Re-parenting to us happened during the master's exit; now wait for the orphan.
+    waitpid(Some(child), WaitOptions::empty())?;
+    Ok(t.elapsed().as_secs_f64() * 1e3)
+}
+
+/// The `__bench-master` side: one child, its pid on stdout, then wait to be killed.
+pub async fn master() -> anyhow::Result<ExitCode> {
+    let router = Router::new()?;
+    let ctx = router.local().await?;
+    ctx.call(spore::builtins::noop, ()).await?;
+    println!("{}", ctx.pid().expect("direct child"));
+    std::future::pending::<()>().await;
+    unreachable!()
+}

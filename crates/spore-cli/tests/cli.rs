@@ -1,0 +1,118 @@
+//! The `spore` binary, run for real.
+
+use std::process::{Command, Output};
+
+fn spore(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args(args)
+        .output()
+        .expect("spore runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn ping_without_target_uses_one_local_context() {
+    let out = spore(&["ping"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let rows: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{stdout}");
+    let cols: Vec<&str> = rows[0].split_whitespace().collect();
+    assert_eq!(cols[0], "local.1");
+    assert!(cols[5].parse::<u32>().is_ok(), "pid column: {stdout}");
+}
+
+#[test]
+fn ping_many_and_through_the_first_stage() {
+    let out = spore(&["ping", "local:3", "--first-stage"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let names: Vec<&str> = stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["local.1", "local.2", "local.3"]);
+}
+
+#[test]
+fn run_prefixes_output_and_summarises() {
+    let out = spore(&["run", "--", "sh", "-c", "echo out; echo err >&2"]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("local.1 | out\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(text(&out.stdout).contains("local.1: exit status 0"));
+    assert!(
+        text(&out.stderr).contains("local.1 | err\n"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn run_fails_when_the_command_fails_anywhere() {
+    let out = spore(&["run", "local:2", "--", "false"]);
+    assert!(!out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("local.1: exit status 1") && stdout.contains("local.2: exit status 1"),
+        "{stdout}"
+    );
+    let out = spore(&["run", "--", "/nonexistent/program"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stdout).contains("failed to start /nonexistent/program"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn unknown_methods_and_chains_are_refused_clearly() {
+    let out = spore(&["ping", "bogus:1"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("unknown method \"bogus\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = spore(&["ping", "local/local"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("chains"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn bench_quick_prints_every_key_as_json() {
+    let out = spore(&["bench", "--quick", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    for key in [
+        "bootstrap_local_ms",
+        "bootstrap_firststage_ms",
+        "rtt_us",
+        "throughput_1mib_mbps",
+        "throughput_64mib_mbps",
+        "calls_per_s",
+        "child_rss_kib",
+        "parent_death_exit_ms",
+    ] {
+        for k in [key.to_owned(), format!("{key}_min"), format!("{key}_max")] {
+            assert!(
+                v[&k].as_f64().is_some_and(|x| x > 0.0),
+                "{k} missing or not positive in {v}"
+            );
+        }
+    }
+    assert!(v["bootstrap_bytes"].as_f64().is_some_and(|x| x > 1000.0));
+    assert!(v["start_5_local_s"].as_f64().is_some());
+}
