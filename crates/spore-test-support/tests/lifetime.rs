@@ -384,3 +384,148 @@ async fn shutting_the_router_down_during_a_connect_cancels_it() {
     let err = router.local().await.unwrap_err();
     assert!(matches!(err, ConnectError::Aborted(_)), "{err}");
 }
+
+/// Plays the parent by hand: the first stage's stdin is `child_in`, its
+/// stdout `child_out`; the test writes to `to_child` and reads `from_child`.
+/// It pauses between writes so the first stage and then the image really
+/// meet partial input (EAGAIN on a non-blocking descriptor, short reads on
+/// tiny buffers), then makes one call returning 1 MiB through the stream.
+fn drive_first_stage_by_hand(
+    child_in: std::os::fd::OwnedFd,
+    child_out: std::os::fd::OwnedFd,
+    to_child: std::os::fd::OwnedFd,
+    from_child: std::os::fd::OwnedFd,
+) {
+    use std::io::{Read, Write};
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(spore::FIRST_STAGE)
+        .arg("spore:byhand.1")
+        .stdin(Stdio::from(child_in))
+        .stdout(Stdio::from(child_out))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut w = std::fs::File::from(to_child);
+    let mut r = std::fs::File::from(from_child);
+    // Line by line without buffering past the marker: frames follow it.
+    let read_line = |r: &mut std::fs::File| {
+        let mut line = Vec::new();
+        let mut byte = [0u8];
+        while r.read(&mut byte).unwrap() == 1 {
+            line.push(byte[0]);
+            if byte[0] == b'\n' {
+                break;
+            }
+        }
+        String::from_utf8(line).unwrap()
+    };
+    let line = read_line(&mut r);
+    assert!(line.starts_with("SPORE-READY 1 "), "{line:?}");
+    let image = std::fs::read(env!("CARGO_BIN_EXE_spore-fixture")).unwrap();
+    let pause = || std::thread::sleep(Duration::from_millis(100));
+    w.write_all(format!("raw {}\n", image.len()).as_bytes())
+        .unwrap();
+    pause();
+    let (head, rest) = image.split_at(image.len() / 2);
+    w.write_all(head).unwrap();
+    pause();
+    w.write_all(rest).unwrap();
+    pause();
+    let config = spore_proto::messages::ChildConfig {
+        context_id: 1,
+        name: "byhand.1".into(),
+        parent_id: 0,
+        parent_ids: vec![0],
+        log_level: 0,
+        max_message_size: spore_proto::DEFAULT_MAX_MESSAGE_SIZE,
+        debug: false,
+        shutdown_grace_ms: 1000,
+        build_id: spore::build_id(),
+    };
+    let frame = Frame::new(
+        Header::new(1, 0, handles::CONFIGURE),
+        postcard::to_stdvec(&config).unwrap(),
+    );
+    let mut bytes = BytesMut::new();
+    frame.encode_into(&mut bytes);
+    w.write_all(&bytes[..10]).unwrap();
+    pause();
+    w.write_all(&bytes[10..]).unwrap();
+    let line = read_line(&mut r);
+    assert_eq!(
+        line,
+        spore_proto::handshake::up_line(&spore::build_id()),
+        "first stage said {line:?}"
+    );
+
+    // One call whose 1 MiB reply has to squeeze through the stream.
+    const REPLY_TO: u32 = 5000;
+    const SIZE: u64 = 1 << 20;
+    let mut payload = postcard::to_stdvec(&spore_proto::messages::CallRequest {
+        function: "spore_test_support::funcs::bytes_of",
+    })
+    .unwrap();
+    payload.extend(postcard::to_stdvec(&(SIZE,)).unwrap());
+    let call = Frame::new(
+        Header::new(1, 0, handles::CALL_FUNCTION).with_reply_to(REPLY_TO),
+        payload,
+    );
+    let mut bytes = BytesMut::new();
+    call.encode_into(&mut bytes);
+    w.write_all(&bytes).unwrap();
+    let mut decoder = spore_proto::Decoder::new(spore_proto::DEFAULT_MAX_MESSAGE_SIZE);
+    let mut buf = BytesMut::new();
+    let reply = loop {
+        match decoder.decode(&mut buf).unwrap() {
+            Some(spore_proto::DecodeEvent::Frame(f)) if f.header.handle == REPLY_TO => break f,
+            Some(_) => continue, // forwarded logs and the like
+            None => {
+                let mut chunk = [0u8; 4096];
+                let n = r.read(&mut chunk).unwrap();
+                assert!(n > 0, "stream ended before the reply");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    };
+    assert_eq!(reply.payload[0], spore_proto::messages::REPLY_OK);
+    let body: serde_bytes::ByteBuf = postcard::from_bytes(&reply.payload[1..]).unwrap();
+    assert_eq!(body.len() as u64, SIZE);
+
+    // EOF on its stream (both ends may be one socket): the child exits at
+    // once, successfully.
+    drop((w, r));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// A19: the stream arrives non-blocking (as some parents hand it over).
+#[test]
+fn the_first_stage_and_the_child_cope_with_non_blocking_stdin() {
+    use rustix::pipe::{PipeFlags, pipe_with};
+    // CLOEXEC: the child must not inherit the test's ends, or it never sees EOF.
+    let (child_in, to_child) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+    let (from_child, child_out) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+    let flags = rustix::fs::fcntl_getfl(&child_in).unwrap();
+    rustix::fs::fcntl_setfl(&child_in, flags | rustix::fs::OFlags::NONBLOCK).unwrap();
+    drive_first_stage_by_hand(child_in, child_out, to_child, from_child);
+}
+
+/// A19: a socket stream with the smallest buffers the kernel allows.
+#[test]
+fn the_first_stage_and_the_child_cope_with_tiny_socket_buffers() {
+    use rustix::net::sockopt;
+    // std's pair is CLOEXEC, like the pipes above.
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    for fd in [&ours, &theirs] {
+        sockopt::set_socket_send_buffer_size(fd, 1).unwrap();
+        sockopt::set_socket_recv_buffer_size(fd, 1).unwrap();
+    }
+    let (ours, theirs) = (
+        std::os::fd::OwnedFd::from(ours),
+        std::os::fd::OwnedFd::from(theirs),
+    );
+    let theirs_too = theirs.try_clone().unwrap();
+    let ours_too = ours.try_clone().unwrap();
+    drive_first_stage_by_hand(theirs, theirs_too, ours, ours_too);
+}

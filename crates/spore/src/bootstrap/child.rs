@@ -79,6 +79,12 @@ fn read_config() -> ChildConfig {
 
 /// Runs this process as a child context. Never returns.
 pub(crate) fn run() -> ! {
+    // The stream may arrive non-blocking (whoever started us may have set
+    // O_NONBLOCK on it); the start-up reads below are blocking reads.
+    if let Ok(flags) = rustix::fs::fcntl_getfl(rustix::stdio::stdin()) {
+        let _ =
+            rustix::fs::fcntl_setfl(rustix::stdio::stdin(), flags - rustix::fs::OFlags::NONBLOCK);
+    }
     let cfg = read_config();
     if cfg.build_id != crate::build_id() {
         fatal(format!(

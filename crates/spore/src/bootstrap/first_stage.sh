@@ -3,7 +3,7 @@ F(){ set -f;set -- $*;printf "SPORE-FAIL %s\n" "$*";exit 1;}
 Z=;command -v unzstd >/dev/null&&Z=unzstd;command -v zstd >/dev/null&&Z=zstd
 printf "SPORE-READY 1 %s %s %sraw\n" "$(uname -s)" "$(uname -m)" "${Z:+zstd,}"
 set --;for d in "$XDG_RUNTIME_DIR" /dev/shm /tmp /var/tmp "$HOME";do [ -d "$d" ]&&set -- "$@" "$d";done
-command -v perl >/dev/null&&exec perl -e "use Fcntl;use Config;(\$n,\$e,\$z,\$D,@d)=@ARGV;\$b=\"\";
+command -v perl >/dev/null&&exec perl -e "use Fcntl;use Config;(\$n,\$e,\$z,\$D,@d)=@ARGV;\$b=\"\";fcntl(STDIN,F_SETFL,fcntl(STDIN,F_GETFL,0)&~O_NONBLOCK);
 sub F{print\"SPORE-FAIL \".join(\" \",split\" \",\"@_\").\"\n\";exit 1}
 if(\$e eq\"\"){\$h=\"\";while(1){sysread(STDIN,\$c,1)or\$c=\"\";last if\$c eq\"\n\";\$c=~/^[a-z0-9 ]\$/ or F(\"bad header \$h\");\$h.=\$c;length\$h<=20 or F(\"bad header \$h\")}
 \$h=~/^([a-z0-9]+) (0|[1-9][0-9]*)\$/ or F(\"bad header \$h\");(\$e,\$z)=(\$1,\$2)}
@@ -22,7 +22,7 @@ if(\$t){close H;open(H,\"<\",\$t);unlink\$t;\$f=fileno H}
 exec{\"/proc/self/fd/\$f\"}\$n,\"--spore-child\";push@R,\"\$w: exec failed (\$!)\";close H}
 F(join\"; \",@R)" -- "$0" "" "" "$Z" "$@"
 command -v python3 >/dev/null&&exec python3 -Esc "import os,sys,signal as G
-a=sys.argv;n,e,z,D,L=a[1:6];R=[];b=bytearray();M=\"memfd(python3)\";E=os.environ
+a=sys.argv;n,e,z,D,L=a[1:6];R=[];b=bytearray();M=\"memfd(python3)\";E=os.environ;os.set_blocking(0,True)
 if L:E[\"LC_CTYPE\"]=L[1:]
 else:E.pop(\"LC_CTYPE\",0)
 def F(m):os.write(1,(\"SPORE-FAIL \"+\" \".join(m.split())+\"\n\").encode());os._exit(1)
