@@ -376,11 +376,45 @@ async fn a_frame_truncated_by_the_childs_death_is_an_eof_not_a_panic() {
     router.shutdown().await;
 }
 
+/// A20: a connect in progress ends at once with `Aborted` when the router
+/// shuts down, its child reaped; connects after shutdown are refused.
 #[tokio::test]
 async fn shutting_the_router_down_during_a_connect_cancels_it() {
     let fx = fixture();
     let router = fx.router();
+    let start = Instant::now();
+    let connect = router
+        .local()
+        .first_stage(true)
+        .name("cancelled-9c2e")
+        .connect_timeout(Duration::from_secs(60))
+        .fault(Fault::NeverFeed)
+        .into_future();
+    let connect = tokio::spawn(connect);
+    // Let the first stage start and announce itself.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        processes_named("cancelled-9c2e").len(),
+        1,
+        "first stage not started"
+    );
     router.shutdown().await;
+    let err = connect.await.unwrap().unwrap_err();
+    assert!(matches!(err, ConnectError::Aborted(_)), "{err}");
+    assert!(
+        err.to_string().contains("cancelled-9c2e") && err.to_string().contains("shut down"),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        processes_named("cancelled-9c2e"),
+        Vec::<u32>::new(),
+        "cancelled child not reaped"
+    );
     let err = router.local().await.unwrap_err();
     assert!(matches!(err, ConnectError::Aborted(_)), "{err}");
 }

@@ -6,7 +6,7 @@ use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskCx, Poll};
 use std::time::Duration;
@@ -135,7 +135,9 @@ pub(crate) struct Inner {
     pub(crate) children: Mutex<HashMap<ContextId, ChildEntry>>,
     next_context: AtomicU32,
     pub(crate) output: Option<OutputHook>,
-    pub(crate) shutting_down: AtomicBool,
+    /// Set once, when this context starts shutting down; connects in
+    /// progress watch it and abort.
+    shutting_down: watch::Sender<bool>,
 }
 
 impl Inner {
@@ -168,8 +170,26 @@ impl Inner {
             children: Mutex::new(HashMap::new()),
             next_context: AtomicU32::new(my_id + 1),
             output,
-            shutting_down: AtomicBool::new(false),
+            shutting_down: watch::channel(false).0,
         })
+    }
+
+    /// True once this context has started shutting down.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        *self.shutting_down.borrow()
+    }
+
+    /// Marks this context as shutting down; returns whether it already was.
+    pub(crate) fn begin_shutdown(&self) -> bool {
+        self.shutting_down.send_replace(true)
+    }
+
+    /// Resolves once this context starts shutting down.
+    pub(crate) fn shutdown_started(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.shutting_down.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
     }
 
     /// Registers `sink` on `handle`. Registering a taken handle is an error;
@@ -967,7 +987,7 @@ impl Router {
 }
 
 async fn shutdown_all(inner: Arc<Inner>) {
-    inner.shutting_down.store(true, Ordering::SeqCst);
+    inner.begin_shutdown();
     let waits: Vec<watch::Receiver<Option<String>>> = inner
         .children
         .lock()
@@ -998,7 +1018,7 @@ fn take_processes(inner: &Inner) -> Vec<std::process::Child> {
 
 impl Drop for Router {
     fn drop(&mut self) {
-        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        self.inner.begin_shutdown();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -284,7 +284,7 @@ type Outcome = Result<Vec<u8>, Failure>;
 fn on_call(inner: &Arc<Inner>, frame: Frame) {
     let Some(state) = CHILD.get() else { return };
     let header = frame.header;
-    if inner.shutting_down.load(Ordering::SeqCst) {
+    if inner.is_shutting_down() {
         let reason = format!("{} is shutting down", inner.name);
         if let Some(dead) = Frame::dead_reply(&header, inner.my_id, &reason) {
             inner.route(dead);
@@ -428,7 +428,7 @@ fn on_shutdown(inner: &Arc<Inner>, frame: Frame) {
         );
         return;
     }
-    if inner.shutting_down.swap(true, Ordering::SeqCst) {
+    if inner.begin_shutdown() {
         return;
     }
     let grace = inner.settings.shutdown_grace;

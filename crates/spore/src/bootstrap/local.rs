@@ -125,10 +125,7 @@ pub(crate) async fn connect_local(
     inner: Arc<Inner>,
     opts: LocalOptions,
 ) -> Result<Context, ConnectError> {
-    if inner
-        .shutting_down
-        .load(std::sync::atomic::Ordering::SeqCst)
-    {
+    if inner.is_shutting_down() {
         return Err(ConnectError::Aborted(
             "the router is shutting down".to_owned(),
         ));
@@ -205,14 +202,23 @@ pub(crate) async fn connect_local(
     let handshake = handshake(
         &inner, id, &name, &image, &opts, stdin, &stdout, &tail, &stage,
     );
-    let result = match tokio::time::timeout(timeout, handshake).await {
-        Ok(r) => r,
-        Err(_) => Err(ConnectError::Timeout {
-            context: name.clone(),
-            stage: *stage.lock().unwrap(),
-            after: timeout,
-            last_lines: Vec::new(),
-        }),
+    let aborted = || {
+        ConnectError::Aborted(format!(
+            "the router shut down while connecting to {name} (stage: {})",
+            *stage.lock().unwrap()
+        ))
+    };
+    let result = tokio::select! {
+        r = tokio::time::timeout(timeout, handshake) => match r {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError::Timeout {
+                context: name.clone(),
+                stage: *stage.lock().unwrap(),
+                after: timeout,
+                last_lines: Vec::new(),
+            }),
+        },
+        () = inner.shutdown_started() => Err(aborted()),
     };
     let (writer, leftover) = match result {
         Ok(ok) => ok,
@@ -233,19 +239,30 @@ pub(crate) async fn connect_local(
     let stream_id = inner.new_stream_id();
     let bytes_written = writer.bytes_written.clone();
     inner.add_stream(stream_id, writer);
-    let (lost_tx, _) = watch::channel(None);
-    inner.children.lock().unwrap().insert(
-        id,
-        ChildEntry {
-            name: name.clone().into(),
-            pid,
-            process: Some(process),
-            stderr_tail: tail,
-            lost: lost_tx,
-            bytes_written,
-        },
-    );
     inner.add_route(id, stream_id);
+    {
+        // Checked under the children lock: shutdown marks itself before it
+        // takes this lock, so a child is either seen by shutdown or refused here.
+        let mut children = inner.children.lock().unwrap();
+        if inner.is_shutting_down() {
+            drop(children);
+            inner.stream_lost(stream_id, "connect aborted".to_owned());
+            let _ = tokio::task::spawn_blocking(move || super::reap(process, Duration::ZERO)).await;
+            return Err(aborted());
+        }
+        let (lost_tx, _) = watch::channel(None);
+        children.insert(
+            id,
+            ChildEntry {
+                name: name.clone().into(),
+                pid,
+                process: Some(process),
+                stderr_tail: tail,
+                lost: lost_tx,
+                bytes_written,
+            },
+        );
+    }
     let reader_inner = inner.clone();
     let max = inner.settings.max_message_size;
     inner.rt.spawn(async move {
