@@ -73,7 +73,12 @@ struct Report {
 }
 
 impl Report {
+    /// Records the median, min and max of `v`; nothing when `v` is empty
+    /// (the measurement was not selected).
     fn median(&mut self, key: &str, mut v: Vec<f64>) {
+        if v.is_empty() {
+            return;
+        }
         v.sort_by(f64::total_cmp);
         let (med, min, max) = (v[v.len() / 2], v[0], v[v.len() - 1]);
         self.out.insert(key.to_owned(), json!(round(med)));
@@ -92,8 +97,11 @@ fn round(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
-pub async fn run(as_json: bool, quick: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(as_json: bool, quick: bool, only: &[String]) -> anyhow::Result<ExitCode> {
     let s = if quick { QUICK } else { FULL };
+    let want = |key: &str| only.is_empty() || only.iter().any(|p| key.starts_with(p.as_str()));
+    // How often to repeat a measurement: not at all when it is not selected.
+    let runs = |key: &str, n: usize| if want(key) { n } else { 0 };
     let mut r = Report {
         out: Map::new(),
         table: Vec::new(),
@@ -107,6 +115,9 @@ pub async fn run(as_json: bool, quick: bool) -> anyhow::Result<ExitCode> {
         ("bootstrap_local_ms", false),
         ("bootstrap_firststage_ms", true),
     ] {
+        if !want(key) {
+            continue;
+        }
         let mut times = Vec::new();
         let mut bytes = 0;
         // One unmeasured run: reading and compressing the image happen once per process.
@@ -133,18 +144,23 @@ pub async fn run(as_json: bool, quick: bool) -> anyhow::Result<ExitCode> {
     for _ in 0..s.rtt_calls / 10 {
         ctx.call(spore::builtins::noop, ()).await?;
     }
-    let mut rtt = Vec::with_capacity(s.rtt_calls);
-    for _ in 0..s.rtt_calls {
-        let t = Instant::now();
-        ctx.call(spore::builtins::noop, ()).await?;
-        rtt.push(t.elapsed().as_secs_f64() * 1e6);
+    if want("rtt_us") {
+        let mut rtt = Vec::with_capacity(s.rtt_calls);
+        for _ in 0..s.rtt_calls {
+            let t = Instant::now();
+            ctx.call(spore::builtins::noop, ()).await?;
+            rtt.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        r.median("rtt_us", rtt);
     }
-    r.median("rtt_us", rtt);
 
     for (key, n, runs) in [
         ("throughput_1mib_mbps", 1u64 << 20, s.tp1_runs),
         ("throughput_64mib_mbps", s.tp64_bytes, s.tp64_runs),
     ] {
+        if !want(key) {
+            continue;
+        }
         ctx.call(bench_bytes, (n,)).await?; // fill the child's cache
         let mut v = Vec::new();
         for _ in 0..runs {
@@ -158,7 +174,7 @@ pub async fn run(as_json: bool, quick: bool) -> anyhow::Result<ExitCode> {
     }
 
     let mut cps = Vec::new();
-    for _ in 0..s.cps_runs {
+    for _ in 0..runs("calls_per_s", s.cps_runs) {
         let t = Instant::now();
         let pending: Vec<_> = (0..s.outstanding)
             .map(|_| ctx.call_async(spore::builtins::noop, ()))
@@ -171,8 +187,9 @@ pub async fn run(as_json: bool, quick: bool) -> anyhow::Result<ExitCode> {
     r.median("calls_per_s", cps);
     ctx.shutdown().await;
 
+    let start_key = format!("start_{}_local_s", s.start_n);
     let mut starts = Vec::new();
-    for _ in 0..s.start_runs {
+    for _ in 0..runs(&start_key, s.start_runs) {
         let t = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..s.start_n {
@@ -192,10 +209,10 @@ pub async fn run(as_json: bool, quick: bool) -> anyhow::Result<ExitCode> {
             c.shutdown().await;
         }
     }
-    r.median(&format!("start_{}_local_s", s.start_n), starts);
+    r.median(&start_key, starts);
 
     let mut rss = Vec::new();
-    for _ in 0..s.rss_children {
+    for _ in 0..runs("child_rss_kib", s.rss_children) {
         let ctx = router.local().await?;
         ctx.call(spore::builtins::noop, ()).await?;
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -207,7 +224,7 @@ pub async fn run(as_json: bool, quick: bool) -> anyhow::Result<ExitCode> {
     router.shutdown().await;
 
     let mut death = Vec::new();
-    for _ in 0..s.death_runs {
+    for _ in 0..runs("parent_death_exit_ms", s.death_runs) {
         death.push(tokio::task::spawn_blocking(parent_death_ms).await??);
     }
     r.median("parent_death_exit_ms", death);

@@ -60,6 +60,10 @@ enum Command {
         /// Fewer runs and smaller sizes (a smoke test, not a measurement).
         #[arg(long)]
         quick: bool,
+        /// Run only the measurements whose names start with one of these
+        /// (comma-separated), e.g. `--only rtt,calls`.
+        #[arg(long, value_delimiter = ',', value_name = "PREFIX")]
+        only: Vec<String>,
     },
     /// Internal: act as a master for the parent-death measurement.
     #[command(name = "__bench-master", hide = true)]
@@ -95,7 +99,7 @@ fn main() -> ExitCode {
         match &cli.command {
             Command::Ping { targets } => ping(&cli, targets).await,
             Command::Run { targets, command } => run(&cli, targets, command).await,
-            Command::Bench { json, quick } => bench::run(*json, *quick).await,
+            Command::Bench { json, quick, only } => bench::run(*json, *quick, only).await,
             Command::BenchMaster => bench::master().await,
         }
     });

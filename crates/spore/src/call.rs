@@ -111,7 +111,7 @@ pub fn decode_args<A: DeserializeOwned>(function: &str, bytes: &[u8]) -> Result<
 /// Encodes a plain return value as an OK reply.
 #[doc(hidden)]
 pub fn encode_value<T: Serialize>(value: T) -> Result<Vec<u8>, Failure> {
-    postcard::to_extend(&value, vec![REPLY_OK]).map_err(|e| {
+    encode_after(&[REPLY_OK], &value).map_err(|e| {
         failure(
             RemoteErrorKind::Unserializable,
             std::any::type_name::<T>(),
@@ -166,7 +166,19 @@ pub fn encode_result<R: RemoteResult>(value: R) -> Result<Vec<u8>, Failure> {
 
 /// Encodes a remote error reply.
 pub(crate) fn encode_error(err: &RemoteError) -> Vec<u8> {
-    postcard::to_extend(err, vec![REPLY_ERR]).expect("RemoteError always serializes")
+    encode_after(&[REPLY_ERR], err).expect("RemoteError always serializes")
+}
+
+/// Serializes `value` after `prefix` into a buffer of exactly the right
+/// size: a large value is copied once, never regrown.
+pub(crate) fn encode_after<T: Serialize + ?Sized>(
+    prefix: &[u8],
+    value: &T,
+) -> Result<Vec<u8>, postcard::Error> {
+    let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())?;
+    let mut out = crate::sys::buffer(prefix.len() + size);
+    out.extend_from_slice(prefix);
+    postcard::to_extend(value, out)
 }
 
 /// Why a call failed.

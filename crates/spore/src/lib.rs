@@ -38,6 +38,7 @@ pub mod builtins;
 mod call;
 mod error;
 mod logging;
+mod pool;
 mod router;
 mod stream;
 mod sys;

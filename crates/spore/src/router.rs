@@ -250,6 +250,14 @@ impl Inner {
         self.streams.lock().unwrap().remove(&id)
     }
 
+    /// Closes every stream (their last senders go) and fails every pending
+    /// call: for a router whose I/O loop has stopped.
+    fn close_all_streams(&self, reason: &str) {
+        let streams = std::mem::take(&mut *self.streams.lock().unwrap());
+        drop(streams);
+        self.fail_all_handles(reason);
+    }
+
     pub(crate) fn add_route(&self, ctx: ContextId, stream: StreamId) {
         self.routes.lock().unwrap().add_route(ctx, stream);
     }
@@ -832,11 +840,8 @@ impl Context {
 }
 
 fn encode_call<A: serde::Serialize>(function: &str, args: &A) -> Result<Vec<u8>, postcard::Error> {
-    let head = postcard::to_extend(
-        &CallRequest { function },
-        Vec::with_capacity(64 + function.len()),
-    )?;
-    postcard::to_extend(args, head)
+    let head = postcard::to_stdvec(&CallRequest { function })?;
+    crate::call::encode_after(&head, args)
 }
 
 /// Configures a [`Router`].
@@ -1025,6 +1030,7 @@ impl Drop for Router {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.inner.close_all_streams("the router was dropped");
         // Streams are closed now: children exit on EOF within milliseconds.
         crate::bootstrap::reap_all(take_processes(&self.inner), Duration::from_millis(500));
     }

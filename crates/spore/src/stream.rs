@@ -6,20 +6,18 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes, BytesMut};
 use spore_proto::{DecodeEvent, Decoder, Frame, HEADER_LEN};
 use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::sys;
 
 /// Reads are issued for at least this many bytes.
 pub(crate) const READ_CHUNK: usize = 128 * 1024;
-/// The writer gathers queued frames into one `writev` up to this size.
-const WRITE_BATCH: usize = 128 * 1024;
 /// At most this many iovecs per `writev` (well under IOV_MAX).
 const MAX_IOVECS: usize = 128;
 
@@ -30,107 +28,233 @@ pub(crate) fn async_fd(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     sys::register(fd)
 }
 
-/// Asks for 1 MiB pipe buffers: fewer wake-ups for large messages. Best
-/// effort: the limit in /proc/sys/fs/pipe-max-size may refuse it.
-pub(crate) fn grow_pipe(fd: &OwnedFd) {
-    let _ = rustix::pipe::fcntl_setpipe_size(fd, 1 << 20);
-}
-
 /// The sending half of a stream, shared by everyone who routes to it.
+///
+/// Whoever sends while the stream is idle writes at once from its own
+/// thread: a call costs no wake-up of the I/O loop. Frames sent while
+/// another thread is writing are queued and go out in that thread's next
+/// `writev` (so writes batch under load). When the pipe is full, the writer
+/// task on the I/O loop takes over and waits for room.
 #[derive(Debug, Clone)]
 pub(crate) struct StreamSender {
-    tx: mpsc::UnboundedSender<Frame>,
+    shared: Arc<Shared>,
+    /// Dropped with the last clone: tells the writer task to finish.
+    _senders: Arc<SendersGone>,
     pub(crate) bytes_written: Arc<AtomicU64>,
     done: tokio::sync::watch::Receiver<bool>,
 }
 
+#[derive(Debug)]
+struct Shared {
+    fd: AsyncFd<OwnedFd>,
+    state: Mutex<WriteState>,
+    wake_task: Notify,
+    bytes_written: Arc<AtomicU64>,
+    label: String,
+}
+
+#[derive(Debug, Default)]
+struct WriteState {
+    out: Outbox,
+    writer: Writer,
+    /// A write failed: the stream is dead, nothing more is queued.
+    failed: bool,
+    /// Every sender is gone: flush what is queued, then close.
+    senders_gone: bool,
+}
+
+/// Who is writing the queued output. Invariant: `Idle` implies an empty queue.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    #[default]
+    Idle,
+    /// A sending thread, inside [`StreamSender::send`].
+    Sender,
+    /// The writer task, waiting for room in the pipe or socket.
+    Task,
+}
+
+#[derive(Debug)]
+struct SendersGone(Arc<Shared>);
+
+impl Drop for SendersGone {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap().senders_gone = true;
+        self.0.wake_task.notify_one();
+    }
+}
+
+/// A sending thread writes at most this many rounds before handing a
+/// still-busy stream to the writer task: it must not be kept writing for others forever.
+const SENDER_ROUNDS: usize = 4;
+
 impl StreamSender {
-    /// Queues a frame; gives it back when the stream is closed.
+    /// Writes or queues a frame; gives it back when the stream is dead.
     pub(crate) fn send(&self, frame: Frame) -> Result<(), Frame> {
-        self.tx.send(frame).map_err(|e| e.0)
+        let shared = &self.shared;
+        let mut st = shared.state.lock().unwrap();
+        if st.failed {
+            return Err(frame);
+        }
+        st.out.push_frame(frame);
+        if st.writer != Writer::Idle {
+            return Ok(()); // the current writer picks it up
+        }
+        st.writer = Writer::Sender;
+        for _ in 0..SENDER_ROUNDS {
+            let mut batch = st.out.take();
+            drop(st);
+            let (n, res) = write_now(&shared.fd, &mut batch);
+            shared.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
+            st = shared.state.lock().unwrap();
+            st.out.put_back(batch);
+            match res {
+                Ok(_) if st.out.is_empty() => {
+                    st.writer = Writer::Idle;
+                    return Ok(());
+                }
+                Ok(_) => continue, // others queued while we wrote
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    shared.fail(&mut st, &e);
+                    return Ok(());
+                }
+            }
+        }
+        st.writer = Writer::Task;
+        drop(st);
+        shared.wake_task.notify_one();
+        Ok(())
     }
 
     /// Drops this sender and waits until the writer has written everything
     /// queued and closed the stream (other clones must be gone too).
     pub(crate) async fn closed(self) {
         let mut done = self.done;
-        drop(self.tx);
+        drop((self.shared, self._senders));
         let _ = done.wait_for(|d| *d).await;
     }
+}
+
+impl Shared {
+    fn fail(&self, st: &mut WriteState, e: &io::Error) {
+        tracing::debug!("stream to {} closed on write: {e}", self.label);
+        st.failed = true;
+        st.writer = Writer::Idle;
+        st.out = Outbox::default();
+        self.wake_task.notify_one();
+    }
+}
+
+/// Writes from `batch` without blocking until it is empty (`Ok`), the
+/// descriptor would block, or a write fails; also returns the bytes written.
+fn write_now(fd: &AsyncFd<OwnedFd>, batch: &mut Outbox) -> (usize, io::Result<()>) {
+    let mut total = 0;
+    while !batch.is_empty() {
+        match batch.writev(fd.get_ref()) {
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (total, Err(e)),
+        }
+    }
+    (total, Ok(()))
 }
 
 /// Starts the writer task for `fd` and returns its sender. `preamble` is
 /// written first (handshake bytes queued before frames). The task ends, and
 /// the fd closes, when every sender is dropped or a write fails.
 pub(crate) fn spawn_writer(fd: AsyncFd<OwnedFd>, preamble: Bytes, label: String) -> StreamSender {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
     let bytes_written = Arc::new(AtomicU64::new(0));
-    let stats = bytes_written.clone();
+    let mut state = WriteState::default();
+    if !preamble.is_empty() {
+        state.out.push(preamble);
+        state.writer = Writer::Task;
+    }
+    let shared = Arc::new(Shared {
+        fd,
+        state: Mutex::new(state),
+        wake_task: Notify::new(),
+        bytes_written: bytes_written.clone(),
+        label,
+    });
     let (done_tx, done) = tokio::sync::watch::channel(false);
+    let task_shared = shared.clone();
     tokio::spawn(async move {
-        let mut out = Outbox::default();
-        if !preamble.is_empty() {
-            out.push(preamble);
-        }
-        loop {
-            if out.is_empty() {
-                match rx.recv().await {
-                    Some(f) => out.push_frame(f),
-                    None => break,
-                }
-            }
-            // Batch whatever else is already queued.
-            while out.len < WRITE_BATCH {
-                match rx.try_recv() {
-                    Ok(f) => out.push_frame(f),
-                    Err(_) => break,
-                }
-            }
-            match write_some(&fd, &mut out).await {
-                Ok(n) => {
-                    stats.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tracing::debug!("stream to {label} closed on write: {e}");
-                    break;
-                }
-            }
-        }
-        drop(fd);
+        writer_task(&task_shared).await;
+        // A socket stream is also read through another descriptor of the
+        // same socket: closing ours alone would not tell the peer. Pipes
+        // refuse this (ENOTSOCK) and need nothing more.
+        let _ = rustix::net::shutdown(task_shared.fd.get_ref(), rustix::net::Shutdown::Write);
+        // The last reference closes the fd once every sender is gone too.
+        drop(task_shared);
         let _ = done_tx.send(true);
     });
     StreamSender {
-        tx,
+        _senders: Arc::new(SendersGone(shared.clone())),
+        shared,
         bytes_written,
         done,
     }
 }
 
-async fn write_some(fd: &AsyncFd<OwnedFd>, out: &mut Outbox) -> io::Result<usize> {
+/// Writes whenever a sender hands the stream over (the pipe was full), and
+/// finishes once the stream failed or every sender is gone and all is written.
+async fn writer_task(shared: &Shared) {
     loop {
-        let mut guard = fd.writable().await?;
-        let res = guard.try_io(|inner| {
-            let slices: Vec<IoSlice<'_>> = out
-                .chunks
-                .iter()
-                .take(MAX_IOVECS)
-                .map(|c| IoSlice::new(c))
-                .collect();
-            rustix::io::writev(inner.get_ref(), &slices).map_err(io::Error::from)
-        });
-        match res {
-            Ok(Ok(n)) => {
-                out.consume(n);
-                return Ok(n);
+        let notified = shared.wake_task.notified();
+        let my_turn = {
+            let st = shared.state.lock().unwrap();
+            match st.writer {
+                _ if st.failed => return,
+                Writer::Task => true,
+                // Idle means nothing is queued (see `Writer`).
+                Writer::Idle if st.senders_gone => return,
+                Writer::Idle | Writer::Sender => false,
             }
-            Ok(Err(e)) => return Err(e),
-            Err(_would_block) => continue,
+        };
+        if !my_turn {
+            notified.await;
+            continue;
+        }
+        if let Err(e) = flush_waiting(shared).await {
+            let mut st = shared.state.lock().unwrap();
+            shared.fail(&mut st, &e);
+            return;
         }
     }
 }
 
+/// The writer task's turn: write until the queue is empty, waiting for room.
+async fn flush_waiting(shared: &Shared) -> io::Result<()> {
+    loop {
+        let mut batch = {
+            let mut st = shared.state.lock().unwrap();
+            if st.out.is_empty() {
+                st.writer = Writer::Idle;
+                return Ok(());
+            }
+            st.out.take()
+        };
+        let res = loop {
+            let mut guard = match shared.fd.writable().await {
+                Ok(g) => g,
+                Err(e) => break Err(e),
+            };
+            match guard.try_io(|fd| batch.writev(fd.get_ref())) {
+                Ok(res) => break res,
+                Err(_would_block) => continue,
+            }
+        };
+        if let Ok(n) = &res {
+            shared.bytes_written.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        shared.state.lock().unwrap().out.put_back(batch);
+        res?;
+    }
+}
+
 /// Pending output as a queue of byte chunks (headers and payloads).
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Outbox {
     chunks: VecDeque<Bytes>,
     len: usize,
@@ -140,6 +264,39 @@ struct Outbox {
 impl Outbox {
     fn is_empty(&self) -> bool {
         self.chunks.is_empty()
+    }
+
+    /// Takes the queued chunks, leaving this outbox empty (for appending
+    /// while they are written).
+    fn take(&mut self) -> Outbox {
+        Outbox {
+            chunks: std::mem::take(&mut self.chunks),
+            len: std::mem::take(&mut self.len),
+            headers: BytesMut::new(),
+        }
+    }
+
+    /// Puts what is left of a taken batch back in front of what was queued since.
+    fn put_back(&mut self, mut batch: Outbox) {
+        if batch.is_empty() {
+            return;
+        }
+        batch.chunks.append(&mut self.chunks);
+        self.chunks = batch.chunks;
+        self.len += batch.len;
+    }
+
+    /// One `writev` of the front chunks; consumes what was written.
+    fn writev(&mut self, fd: &OwnedFd) -> io::Result<usize> {
+        let slices: Vec<IoSlice<'_>> = self
+            .chunks
+            .iter()
+            .take(MAX_IOVECS)
+            .map(|c| IoSlice::new(c))
+            .collect();
+        let n = rustix::io::writev(fd, &slices)?;
+        self.consume(n);
+        Ok(n)
     }
 
     fn push(&mut self, b: Bytes) {

@@ -18,6 +18,7 @@ use spore_proto::{Frame, HEADER_LEN, Header, MASTER_ID, handles};
 use tokio::sync::Notify;
 
 use crate::call::{self, Failure, Invoke, failure};
+use crate::pool::CallPool;
 use crate::router::{Identity, Inner, Settings};
 use crate::{stream, sys};
 
@@ -29,12 +30,17 @@ const MAX_CONFIG: u32 = 1 << 20;
 /// State only a child has.
 struct ChildState {
     inner: Arc<Inner>,
+    /// Runs blocking remote functions.
+    pool: CallPool,
     inflight: AtomicUsize,
     idle: Notify,
     cfg: ChildConfig,
 }
 
 static CHILD: OnceLock<ChildState> = OnceLock::new();
+
+/// At most this many blocking remote functions run at once.
+const MAX_BLOCKING_THREADS: usize = 64;
 
 fn fatal(msg: impl std::fmt::Display) -> ! {
     let _ = writeln!(std::io::stderr(), "spore child: {msg}");
@@ -129,7 +135,6 @@ pub(crate) fn run() -> ! {
         .unwrap_or_else(|e| fatal(format!("I/O runtime: {e}")));
     let worker_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(64)
         .thread_name("spore-worker")
         .enable_all()
         .build()
@@ -163,8 +168,14 @@ pub(crate) fn run() -> ! {
     inner.add_internal(handles::CALL_FUNCTION, on_call);
     inner.add_internal(handles::SHUTDOWN, on_shutdown);
     let max = cfg.max_message_size;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let state = ChildState {
         inner: inner.clone(),
+        pool: CallPool::new(
+            MAX_BLOCKING_THREADS,
+            cores,
+            Some(worker_rt.handle().clone()),
+        ),
         inflight: AtomicUsize::new(0),
         idle: Notify::new(),
         cfg,
@@ -324,7 +335,7 @@ fn on_call(inner: &Arc<Inner>, frame: Frame) {
     match &entry.invoke {
         Invoke::Blocking(f) => {
             let f = *f;
-            worker.spawn_blocking(move || {
+            state.pool.submit(move || {
                 let out = in_call(|| std::panic::catch_unwind(AssertUnwindSafe(|| f(&args))));
                 finish_call(&inner, &header, &function, flatten(out));
             });

@@ -9,12 +9,49 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use bytes::BytesMut;
 
+/// Buffers at least this large are backed by transparent huge pages where
+/// the kernel allows it: one fault per 2 MiB instead of per 4 KiB.
+const HUGE_PAGES_FROM: usize = 4 << 20;
+
+/// Asks the kernel to back `region` with transparent huge pages (a hint;
+/// failure changes nothing). Only whole pages inside `region` are advised.
+fn advise_huge_pages(region: &mut [std::mem::MaybeUninit<u8>]) {
+    const PAGE: usize = 4096;
+    let start = (region.as_mut_ptr() as usize).next_multiple_of(PAGE);
+    let end = (region.as_mut_ptr() as usize + region.len()) & !(PAGE - 1);
+    if end > start {
+        // SAFETY: [start, end) lies inside `region`, memory this borrow owns
+        // exclusively; MADV_HUGEPAGE only changes how the kernel backs those
+        // pages, never their contents or whether they are mapped.
+        let _ = unsafe {
+            rustix::mm::madvise(
+                start as *mut std::ffi::c_void,
+                end - start,
+                rustix::mm::Advice::LinuxHugepage,
+            )
+        };
+    }
+}
+
+/// An empty buffer with room for `capacity` bytes; a large one is backed by
+/// huge pages (see [`HUGE_PAGES_FROM`]).
+pub(crate) fn buffer(capacity: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(capacity);
+    if capacity >= HUGE_PAGES_FROM {
+        advise_huge_pages(v.spare_capacity_mut());
+    }
+    v
+}
+
 /// Reads at most `max` bytes from `fd` into the spare capacity of `buf`,
 /// growing it if needed, without zero-filling first. Returns the number of
 /// bytes read (0 at end of file).
 pub(crate) fn read_into(fd: impl AsFd, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
     if buf.capacity() - buf.len() < max {
         buf.reserve(max);
+        if max >= HUGE_PAGES_FROM {
+            advise_huge_pages(buf.spare_capacity_mut());
+        }
     }
     let spare = buf.spare_capacity_mut();
     let limit = spare.len().min(max);
