@@ -152,6 +152,7 @@ pub async fn run(as_json: bool, quick: bool, only: &[String]) -> anyhow::Result<
             rtt.push(t.elapsed().as_secs_f64() * 1e6);
         }
         r.median("rtt_us", rtt);
+        r.median("wake_floor_us", wake_floor_us(s.rtt_calls)?);
     }
 
     for (key, n, runs) in [
@@ -241,6 +242,33 @@ pub async fn run(as_json: bool, quick: bool, only: &[String]) -> anyhow::Result<
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The machine's floor for any round trip that sleeps while it waits: one
+/// byte there and back over a socket pair between two threads of this
+/// process (two wake-ups; a call between contexts needs at least that).
+fn wake_floor_us(n: usize) -> anyhow::Result<Vec<f64>> {
+    use std::io::{Read, Write};
+    let (mut ours, mut theirs) = std::os::unix::net::UnixStream::pair()?;
+    let echo = std::thread::spawn(move || {
+        let mut b = [0u8; 1];
+        while matches!(theirs.read(&mut b), Ok(1)) {
+            if theirs.write_all(&b).is_err() {
+                break;
+            }
+        }
+    });
+    let mut v = Vec::with_capacity(n);
+    let mut b = [0u8; 1];
+    for _ in 0..n {
+        let t = Instant::now();
+        ours.write_all(b"x")?;
+        ours.read_exact(&mut b)?;
+        v.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(ours);
+    let _ = echo.join();
+    Ok(v)
 }
 
 /// Starts `spore __bench-master` (which starts one child and prints its

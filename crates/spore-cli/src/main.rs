@@ -85,7 +85,10 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    // One thread is plenty: spore's I/O runs on its own thread, and this one
+    // only waits. (A multi-threaded runtime wakes idle workers to look for
+    // work on every reply, which costs more than the call itself.)
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// No queued job started for this long: the running ones are blocked.
@@ -56,7 +56,10 @@ struct State {
     spawning: bool,
     /// Jobs started so far: the monitor's measure of progress.
     started: u64,
+    /// The monitor thread exists.
     monitor_running: bool,
+    /// The monitor checks for stalls every [`STALL`] (else it sleeps).
+    monitor_watching: bool,
 }
 
 impl CallPool {
@@ -84,22 +87,35 @@ impl CallPool {
     pub(crate) fn submit(&self, job: impl FnOnce() + Send + 'static) {
         let shared = &self.shared;
         let mut st = shared.state.lock().unwrap();
-        let was_empty = st.queue.is_empty();
         st.queue.push_back(Box::new(job));
-        if st.running + usize::from(st.waking) < shared.active_limit {
-            shared.wake_one(&mut st);
+        let wake = if st.running + usize::from(st.waking) < shared.active_limit {
+            shared.plan_wake(&mut st)
+        } else {
+            Wake::Nobody
+        };
+        // Only a job that got no thread of its own can stall: only then
+        // does the monitor need to watch.
+        let watch = wake == Wake::Nobody && !st.monitor_watching;
+        if watch {
+            st.monitor_watching = true;
         }
-        if !st.monitor_running {
+        let start_monitor = watch && !st.monitor_running;
+        if start_monitor {
             st.monitor_running = true;
+        }
+        drop(st);
+        shared.wake(wake);
+        if start_monitor {
             let s = shared.clone();
-            if std::thread::Builder::new()
+            let started = std::thread::Builder::new()
                 .name("spore-pool-monitor".into())
-                .spawn(move || s.monitor())
-                .is_err()
-            {
+                .spawn(move || s.monitor());
+            if started.is_err() {
+                let mut st = shared.state.lock().unwrap();
                 st.monitor_running = false;
+                st.monitor_watching = false;
             }
-        } else if was_empty {
+        } else if watch {
             shared.monitor.notify_one();
         }
     }
@@ -111,25 +127,51 @@ impl CallPool {
     }
 }
 
+/// What to do, once the state lock is released, to get a thread onto the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    Nobody,
+    /// Wake an idle thread.
+    Idle,
+    /// Start a thread (already counted in `threads`).
+    Spawn,
+}
+
 impl Shared {
-    /// Gets one more thread onto the queue: wakes an idle one, or starts one.
-    fn wake_one(self: &Arc<Self>, st: &mut MutexGuard<'_, State>) {
+    /// Decides how to get one more thread onto the queue: wake an idle one,
+    /// or start one. Done under the lock; [`Shared::wake`] acts on it after,
+    /// so the woken thread does not find the lock still held.
+    fn plan_wake(&self, st: &mut State) -> Wake {
         if st.idle > 0 {
-            if !st.waking {
-                st.waking = true;
-                self.work.notify_one();
+            if st.waking {
+                return Wake::Nobody; // one is on its way; it chains further
             }
+            st.waking = true;
+            Wake::Idle
         } else if !st.spawning && st.threads < self.max_threads {
             st.spawning = true;
             st.threads += 1;
-            let s = self.clone();
-            let started = std::thread::Builder::new()
-                .name("spore-worker".into())
-                .spawn(move || s.worker());
-            if started.is_err() {
-                // Out of threads: the ones there will get to the job.
-                st.spawning = false;
-                st.threads -= 1;
+            Wake::Spawn
+        } else {
+            Wake::Nobody
+        }
+    }
+
+    fn wake(self: &Arc<Self>, wake: Wake) {
+        match wake {
+            Wake::Nobody => {}
+            Wake::Idle => self.work.notify_one(),
+            Wake::Spawn => {
+                let s = self.clone();
+                let started = std::thread::Builder::new()
+                    .name("spore-worker".into())
+                    .spawn(move || s.worker());
+                if started.is_err() {
+                    // Out of threads: the ones there will get to the job.
+                    let mut st = self.state.lock().unwrap();
+                    st.spawning = false;
+                    st.threads -= 1;
+                }
             }
         }
     }
@@ -142,10 +184,15 @@ impl Shared {
             if let Some(job) = st.queue.pop_front() {
                 st.running += 1;
                 st.started += 1;
-                if !st.queue.is_empty() && st.running + usize::from(st.waking) < self.active_limit {
-                    self.wake_one(&mut st);
-                }
+                let wake = if !st.queue.is_empty()
+                    && st.running + usize::from(st.waking) < self.active_limit
+                {
+                    self.plan_wake(&mut st)
+                } else {
+                    Wake::Nobody
+                };
                 drop(st);
+                self.wake(wake);
                 let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
                 st = self.state.lock().unwrap();
                 st.running -= 1;
@@ -163,23 +210,27 @@ impl Shared {
         }
     }
 
-    /// Adds a thread whenever queued work makes no progress for [`STALL`].
+    /// While watching, adds a thread whenever queued work makes no progress
+    /// for [`STALL`]; stops watching when the queue empties.
     fn monitor(self: Arc<Self>) {
         let mut st = self.state.lock().unwrap();
-        let mut seen = st.started;
         loop {
-            while st.queue.is_empty() {
+            while !st.monitor_watching {
                 st = self.monitor.wait(st).unwrap();
-                seen = st.started;
             }
+            let seen = st.started;
             st = self.monitor.wait_timeout(st, STALL).unwrap().0;
-            if !st.queue.is_empty() && st.started == seen {
+            if st.queue.is_empty() {
+                st.monitor_watching = false;
+            } else if st.started == seen {
                 // Every running job is blocked: bring in one more thread,
                 // whatever the active limit says.
                 st.waking = false;
-                self.wake_one(&mut st);
+                let wake = self.plan_wake(&mut st);
+                drop(st);
+                self.wake(wake);
+                st = self.state.lock().unwrap();
             }
-            seen = st.started;
         }
     }
 }

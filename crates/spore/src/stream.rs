@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -21,11 +21,18 @@ pub(crate) const READ_CHUNK: usize = 128 * 1024;
 /// At most this many iovecs per `writev` (well under IOV_MAX).
 const MAX_IOVECS: usize = 128;
 
-/// Makes `fd` non-blocking and registers it with the current runtime.
-pub(crate) fn async_fd(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
-    let flags = rustix::fs::fcntl_getfl(&fd)?;
-    rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK)?;
-    sys::register(fd)
+/// Makes `fd` non-blocking.
+pub(crate) fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(fd)?;
+    rustix::fs::fcntl_setfl(fd, flags | rustix::fs::OFlags::NONBLOCK)?;
+    Ok(())
+}
+
+/// Makes `fd` non-blocking and registers it with the current runtime for
+/// reading.
+pub(crate) fn async_reader(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    set_nonblocking(&fd)?;
+    sys::register(fd, tokio::io::Interest::READABLE)
 }
 
 /// The sending half of a stream, shared by everyone who routes to it.
@@ -46,7 +53,9 @@ pub(crate) struct StreamSender {
 
 #[derive(Debug)]
 struct Shared {
-    fd: AsyncFd<OwnedFd>,
+    /// Non-blocking; registered with the reactor only while the writer task
+    /// waits for room (see `flush_waiting`).
+    fd: OwnedFd,
     state: Mutex<WriteState>,
     wake_task: Notify,
     bytes_written: Arc<AtomicU64>,
@@ -148,10 +157,10 @@ impl Shared {
 
 /// Writes from `batch` without blocking until it is empty (`Ok`), the
 /// descriptor would block, or a write fails; also returns the bytes written.
-fn write_now(fd: &AsyncFd<OwnedFd>, batch: &mut Outbox) -> (usize, io::Result<()>) {
+fn write_now(fd: &OwnedFd, batch: &mut Outbox) -> (usize, io::Result<()>) {
     let mut total = 0;
     while !batch.is_empty() {
-        match batch.writev(fd.get_ref()) {
+        match batch.writev(fd) {
             Ok(n) => total += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return (total, Err(e)),
@@ -163,7 +172,12 @@ fn write_now(fd: &AsyncFd<OwnedFd>, batch: &mut Outbox) -> (usize, io::Result<()
 /// Starts the writer task for `fd` and returns its sender. `preamble` is
 /// written first (handshake bytes queued before frames). The task ends, and
 /// the fd closes, when every sender is dropped or a write fails.
-pub(crate) fn spawn_writer(fd: AsyncFd<OwnedFd>, preamble: Bytes, label: String) -> StreamSender {
+pub(crate) fn spawn_writer(
+    fd: OwnedFd,
+    preamble: Bytes,
+    label: String,
+) -> io::Result<StreamSender> {
+    set_nonblocking(&fd)?;
     let bytes_written = Arc::new(AtomicU64::new(0));
     let mut state = WriteState::default();
     if !preamble.is_empty() {
@@ -184,17 +198,17 @@ pub(crate) fn spawn_writer(fd: AsyncFd<OwnedFd>, preamble: Bytes, label: String)
         // A socket stream is also read through another descriptor of the
         // same socket: closing ours alone would not tell the peer. Pipes
         // refuse this (ENOTSOCK) and need nothing more.
-        let _ = rustix::net::shutdown(task_shared.fd.get_ref(), rustix::net::Shutdown::Write);
+        let _ = rustix::net::shutdown(&task_shared.fd, rustix::net::Shutdown::Write);
         // The last reference closes the fd once every sender is gone too.
         drop(task_shared);
         let _ = done_tx.send(true);
     });
-    StreamSender {
+    Ok(StreamSender {
         _senders: Arc::new(SendersGone(shared.clone())),
         shared,
         bytes_written,
         done,
-    }
+    })
 }
 
 /// Writes whenever a sender hands the stream over (the pipe was full), and
@@ -226,6 +240,10 @@ async fn writer_task(shared: &Shared) {
 
 /// The writer task's turn: write until the queue is empty, waiting for room.
 async fn flush_waiting(shared: &Shared) -> io::Result<()> {
+    // Registered only for this wait: a socket reports room after every read
+    // its peer makes, and an always-registered writer would wake the I/O
+    // loop for each.
+    let fd = sys::register_borrowed(shared.fd.as_fd(), tokio::io::Interest::WRITABLE)?;
     loop {
         let mut batch = {
             let mut st = shared.state.lock().unwrap();
@@ -236,11 +254,11 @@ async fn flush_waiting(shared: &Shared) -> io::Result<()> {
             st.out.take()
         };
         let res = loop {
-            let mut guard = match shared.fd.writable().await {
+            let mut guard = match fd.writable().await {
                 Ok(g) => g,
                 Err(e) => break Err(e),
             };
-            match guard.try_io(|fd| batch.writev(fd.get_ref())) {
+            match guard.try_io(|_| batch.writev(&shared.fd)) {
                 Ok(res) => break res,
                 Err(_would_block) => continue,
             }
@@ -393,6 +411,13 @@ pub(crate) async fn read_some(
     loop {
         let mut guard = fd.readable().await?;
         match guard.try_io(|inner| sys::read_into(inner.get_ref(), buf, max)) {
+            Ok(Ok(n)) if n > 0 && n < max => {
+                // A short read drained the fd: wait for the next edge rather
+                // than spend a read on EAGAIN. (Readiness that arrived since
+                // is kept: tokio clears only the readiness it handed out.)
+                guard.clear_ready();
+                return Ok(n);
+            }
             Ok(res) => return res,
             Err(_would_block) => continue,
         }

@@ -210,13 +210,14 @@ fn serve(
     max: u32,
 ) -> ! {
     io_rt.block_on(async move {
-        let fd_in = stream::async_fd(stream_in).unwrap_or_else(|e| fatal(format!("stream: {e}")));
-        let fd_out = stream::async_fd(stream_out).unwrap_or_else(|e| fatal(format!("stream: {e}")));
-        let writer = stream::spawn_writer(fd_out, Bytes::new(), "parent".to_owned());
+        let fd_in =
+            stream::async_reader(stream_in).unwrap_or_else(|e| fatal(format!("stream: {e}")));
+        let writer = stream::spawn_writer(stream_out, Bytes::new(), "parent".to_owned())
+            .unwrap_or_else(|e| fatal(format!("stream: {e}")));
         inner.add_stream(PARENT_STREAM, writer);
         tokio::spawn(crate::logging::forward_logs(inner.clone(), logs));
         let capture =
-            stream::async_fd(capture).unwrap_or_else(|e| fatal(format!("stdout capture: {e}")));
+            stream::async_reader(capture).unwrap_or_else(|e| fatal(format!("stdout capture: {e}")));
         tokio::spawn(forward_stdout(inner.clone(), capture));
         let ev_inner = inner.clone();
         let end = stream::read_frames(fd_in, BytesMut::new(), max, move |ev| {

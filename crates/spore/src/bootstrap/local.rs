@@ -109,6 +109,14 @@ impl<'a> LocalConnect<'a> {
     }
 }
 
+fn setup_error(name: &str, e: std::io::Error) -> ConnectError {
+    ConnectError::Io {
+        context: name.to_owned(),
+        stage: "setup",
+        detail: e.to_string(),
+    }
+}
+
 /// Bytes read from the child's stdout during the handshake, kept for errors.
 type Tail = Arc<Mutex<VecDeque<String>>>;
 
@@ -194,9 +202,9 @@ pub(crate) async fn connect_local(
         let stdout = OwnedFd::from(ours);
         let stdin = stdout.try_clone()?;
         Ok::<_, std::io::Error>((
-            stream::async_fd(stdin)?,
-            stream::async_fd(stdout)?,
-            stream::async_fd(stderr)?,
+            stdin,
+            stream::async_reader(stdout)?,
+            stream::async_reader(stderr)?,
         ))
     })();
     let (stdin, stdout, stderr) = match setup {
@@ -307,7 +315,7 @@ async fn handshake(
     name: &str,
     image: &Image,
     opts: &LocalOptions,
-    stdin: AsyncFd<OwnedFd>,
+    stdin: OwnedFd,
     stdout: &AsyncFd<OwnedFd>,
     tail: &Tail,
     stage: &Mutex<&'static str>,
@@ -364,7 +372,8 @@ async fn handshake(
     };
     let config = postcard::to_stdvec(&config).expect("ChildConfig serializes");
     Frame::new(Header::new(id, inner.my_id, handles::CONFIGURE), config).encode_into(&mut preamble);
-    let writer = stream::spawn_writer(stdin, preamble.freeze(), name.to_owned());
+    let writer = stream::spawn_writer(stdin, preamble.freeze(), name.to_owned())
+        .map_err(|e| setup_error(name, e))?;
 
     let line = read_marker(
         stdout,
@@ -433,7 +442,7 @@ async fn inject_fault(
     fault: crate::Fault,
     encoding: &str,
     payload: Bytes,
-    stdin: AsyncFd<OwnedFd>,
+    stdin: OwnedFd,
     stdout: &AsyncFd<OwnedFd>,
     mut rbuf: BytesMut,
     name: &str,
@@ -458,7 +467,8 @@ async fn inject_fault(
             false
         }
     };
-    let writer = stream::spawn_writer(stdin, pre.freeze(), name.to_owned());
+    let writer = stream::spawn_writer(stdin, pre.freeze(), name.to_owned())
+        .map_err(|e| setup_error(name, e))?;
     if close_after {
         drop(writer);
     } else {

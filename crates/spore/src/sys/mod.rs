@@ -5,7 +5,7 @@
 //! rewriting the process's argv area.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use bytes::BytesMut;
 
@@ -64,13 +64,53 @@ pub(crate) fn read_into(fd: impl AsFd, buf: &mut BytesMut, max: usize) -> io::Re
     Ok(n)
 }
 
-/// Registers `fd` with the current tokio runtime's reactor.
-pub(crate) fn register(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+/// Registers `fd` with the current tokio runtime's reactor for `interest`
+/// only (a reader that also asked for writability would wake on every
+/// change of the socket's send buffer).
+pub(crate) fn register(
+    fd: OwnedFd,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: `OwnedFd` owns an open descriptor, closes it only when dropped
     // (which happens inside the AsyncFd's drop, after deregistration), and
     // `as_raw_fd` always returns that same descriptor, which is exactly what
-    // `register` requires.
-    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+    // `register_with_interest` requires.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(|e| e.into_parts().1)
+}
+
+/// A descriptor registered with the reactor for as long as it is borrowed.
+pub(crate) struct BorrowedRegistration<'fd> {
+    registered: tokio::io::unix::AsyncFd<std::os::fd::RawFd>,
+    _fd: std::marker::PhantomData<BorrowedFd<'fd>>,
+}
+
+impl std::ops::Deref for BorrowedRegistration<'_> {
+    type Target = tokio::io::unix::AsyncFd<std::os::fd::RawFd>;
+    fn deref(&self) -> &Self::Target {
+        &self.registered
+    }
+}
+
+/// Registers a borrowed descriptor for `interest` until the result is
+/// dropped: for waiting on an fd only now and then (a writer waiting for
+/// room), without waking on its readiness the rest of the time.
+pub(crate) fn register_borrowed(
+    fd: BorrowedFd<'_>,
+    interest: tokio::io::Interest,
+) -> io::Result<BorrowedRegistration<'_>> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the borrow keeps the descriptor open and referring to the same
+    // file description for `'fd`, and the registration cannot outlive `'fd`
+    // (its lifetime is tied to the borrow). A `RawFd` always returns itself
+    // from `as_raw_fd`, and dropping it closes nothing.
+    let registered =
+        unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd.as_raw_fd(), interest) }
+            .map_err(|e| e.into_parts().1)?;
+    Ok(BorrowedRegistration {
+        registered,
+        _fd: std::marker::PhantomData,
+    })
 }
 
 /// Names the process `name`: the kernel's `comm` (what `ps -o comm`, `top`
