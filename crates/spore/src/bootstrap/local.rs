@@ -117,6 +117,9 @@ fn setup_error(name: &str, e: std::io::Error) -> ConnectError {
     }
 }
 
+/// Send buffer asked for on each end of a local stream.
+const STREAM_SEND_BUFFER: usize = 4 << 20;
+
 /// Bytes read from the child's stdout during the handshake, kept for errors.
 type Tail = Arc<Mutex<VecDeque<String>>>;
 
@@ -168,6 +171,11 @@ pub(crate) async fn connect_local(
             program: "socketpair".to_owned(),
             detail: e.to_string(),
         })?;
+    // Large send buffers: fewer round trips through the I/O loops for large
+    // messages. Best effort; the kernel caps it at net.core.wmem_max.
+    for end in [&ours, &theirs] {
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size(end, STREAM_SEND_BUFFER);
+    }
     let theirs_too = theirs.try_clone().map_err(|e| ConnectError::Spawn {
         context: name.clone(),
         program: "socketpair".to_owned(),
