@@ -8,6 +8,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use spore_proto::{DecodeEvent, Decoder, Frame, HEADER_LEN};
@@ -70,6 +71,8 @@ struct WriteState {
     failed: bool,
     /// Every sender is gone: flush what is queued, then close.
     senders_gone: bool,
+    /// When a sending thread last wrote directly.
+    last_direct: Option<Instant>,
 }
 
 /// Who is writing the queued output. Invariant: `Idle` implies an empty queue.
@@ -97,6 +100,11 @@ impl Drop for SendersGone {
 /// still-busy stream to the writer task: it must not be kept writing for others forever.
 const SENDER_ROUNDS: usize = 4;
 
+/// A frame sent this soon after a direct write is left to the writer task,
+/// to batch with those that follow. Well under a call's round trip, so
+/// one-at-a-time calls are always written directly.
+const BURST_WINDOW: Duration = Duration::from_micros(10);
+
 impl StreamSender {
     /// Writes or queues a frame; gives it back when the stream is dead.
     pub(crate) fn send(&self, frame: Frame) -> Result<(), Frame> {
@@ -109,6 +117,20 @@ impl StreamSender {
         if st.writer != Writer::Idle {
             return Ok(()); // the current writer picks it up
         }
+        // Frames sent in quick succession (a burst of calls or replies) go
+        // to the writer task, which sends them together: one wake-up of the
+        // I/O loop for the burst instead of one system call per frame.
+        let now = Instant::now();
+        if st
+            .last_direct
+            .is_some_and(|t| now.duration_since(t) < BURST_WINDOW)
+        {
+            st.writer = Writer::Task;
+            drop(st);
+            shared.wake_task.notify_one();
+            return Ok(());
+        }
+        st.last_direct = Some(now);
         st.writer = Writer::Sender;
         for _ in 0..SENDER_ROUNDS {
             let mut batch = st.out.take();
@@ -240,10 +262,10 @@ async fn writer_task(shared: &Shared) {
 
 /// The writer task's turn: write until the queue is empty, waiting for room.
 async fn flush_waiting(shared: &Shared) -> io::Result<()> {
-    // Registered only for this wait: a socket reports room after every read
-    // its peer makes, and an always-registered writer would wake the I/O
-    // loop for each.
-    let fd = sys::register_borrowed(shared.fd.as_fd(), tokio::io::Interest::WRITABLE)?;
+    // Registered only while it must wait: a socket reports room after every
+    // read its peer makes, and an always-registered writer would wake the
+    // I/O loop for each.
+    let mut registered = None;
     loop {
         let mut batch = {
             let mut st = shared.state.lock().unwrap();
@@ -253,21 +275,25 @@ async fn flush_waiting(shared: &Shared) -> io::Result<()> {
             }
             st.out.take()
         };
-        let res = loop {
-            let mut guard = match fd.writable().await {
-                Ok(g) => g,
-                Err(e) => break Err(e),
-            };
-            match guard.try_io(|_| batch.writev(&shared.fd)) {
-                Ok(res) => break res,
-                Err(_would_block) => continue,
-            }
-        };
-        if let Ok(n) = &res {
-            shared.bytes_written.fetch_add(*n as u64, Ordering::Relaxed);
-        }
+        let (n, res) = write_now(&shared.fd, &mut batch);
+        shared.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
         shared.state.lock().unwrap().out.put_back(batch);
-        res?;
+        match res {
+            Ok(()) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        let fd = match &registered {
+            Some(fd) => fd,
+            None => registered.insert(sys::register_borrowed(
+                shared.fd.as_fd(),
+                tokio::io::Interest::WRITABLE,
+            )?),
+        };
+        // Wait for room; the readiness is cleared only by a write that
+        // would block, so a stale "writable" costs one retry at most.
+        let mut guard = fd.writable().await?;
+        guard.clear_ready();
     }
 }
 
