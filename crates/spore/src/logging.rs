@@ -190,11 +190,11 @@ pub(crate) fn on_forward_log(inner: &Arc<Inner>, frame: Frame) {
 /// Hands one output line to the router's output hook, or logs it.
 pub(crate) fn emit_output(inner: &Inner, id: u32, name: &str, stream: OutputStream, line: &str) {
     match &inner.output {
-        Some(hook) => hook(OutputLine {
-            context: name,
+        Some(sink) => sink.send(OwnedLine {
+            context: name.to_owned(),
             context_id: id,
             stream,
-            line,
+            line: line.to_owned(),
         }),
         None => {
             let s = match stream {
@@ -202,6 +202,61 @@ pub(crate) fn emit_output(inner: &Inner, id: u32, name: &str, stream: OutputStre
                 OutputStream::Stderr => "stderr",
             };
             tracing::info!(target: "spore::output", context = name, stream = s, "{line}");
+        }
+    }
+}
+
+/// An output line on its way to the hook's thread.
+struct OwnedLine {
+    context: String,
+    context_id: u32,
+    stream: OutputStream,
+    line: String,
+}
+
+/// Runs the user's output hook on a thread of its own, in the order lines
+/// arrived: user code never runs on the I/O loop, and a slow hook delays
+/// only other output, never messages.
+pub(crate) struct OutputSink {
+    tx: std::sync::Mutex<Option<std::sync::mpsc::Sender<OwnedLine>>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl OutputSink {
+    pub(crate) fn start(hook: crate::router::OutputHook) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<OwnedLine>();
+        let thread = std::thread::Builder::new()
+            .name("spore-output".to_owned())
+            .spawn(move || {
+                for l in rx {
+                    hook(OutputLine {
+                        context: &l.context,
+                        context_id: l.context_id,
+                        stream: l.stream,
+                        line: &l.line,
+                    });
+                }
+            })?;
+        Ok(Self {
+            tx: std::sync::Mutex::new(Some(tx)),
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
+    }
+
+    fn send(&self, line: OwnedLine) {
+        if let Some(tx) = &*self.tx.lock().unwrap() {
+            let _ = tx.send(line);
+        }
+    }
+
+    /// Delivers every line queued so far, then stops the thread.
+    pub(crate) fn finish(&self) {
+        drop(self.tx.lock().unwrap().take());
+        if let Some(t) = self.thread.lock().unwrap().take() {
+            // The hook itself may drop the router: never join oneself.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
     }
 }

@@ -106,11 +106,7 @@ impl CallPool {
         drop(st);
         shared.wake(wake);
         if start_monitor {
-            let s = shared.clone();
-            let started = std::thread::Builder::new()
-                .name("spore-pool-monitor".into())
-                .spawn(move || s.monitor());
-            if started.is_err() {
+            if !shared.start_thread("spore-pool-monitor", Shared::monitor) {
                 let mut st = shared.state.lock().unwrap();
                 st.monitor_running = false;
                 st.monitor_watching = false;
@@ -157,16 +153,21 @@ impl Shared {
         }
     }
 
+    /// Starts a pool thread running `body`; false if the system refused.
+    fn start_thread(self: &Arc<Self>, name: &str, body: fn(Arc<Self>)) -> bool {
+        let shared = self.clone();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(shared))
+            .is_ok()
+    }
+
     fn wake(self: &Arc<Self>, wake: Wake) {
         match wake {
             Wake::Nobody => {}
             Wake::Idle => self.work.notify_one(),
             Wake::Spawn => {
-                let s = self.clone();
-                let started = std::thread::Builder::new()
-                    .name("spore-worker".into())
-                    .spawn(move || s.worker());
-                if started.is_err() {
+                if !self.start_thread("spore-worker", Shared::worker) {
                     // Out of threads: the ones there will get to the job.
                     let mut st = self.state.lock().unwrap();
                     st.spawning = false;

@@ -134,7 +134,7 @@ pub(crate) struct Inner {
     routes: Mutex<RouteTable<StreamId>>,
     pub(crate) children: Mutex<HashMap<ContextId, ChildEntry>>,
     next_context: AtomicU32,
-    pub(crate) output: Option<OutputHook>,
+    pub(crate) output: Option<logging::OutputSink>,
     /// Set once, when this context starts shutting down; connects in
     /// progress watch it and abort.
     shutting_down: watch::Sender<bool>,
@@ -146,7 +146,7 @@ impl Inner {
         settings: Settings,
         rt: tokio::runtime::Handle,
         worker: Option<tokio::runtime::Handle>,
-        output: Option<OutputHook>,
+        output: Option<logging::OutputSink>,
     ) -> Arc<Self> {
         let Identity {
             my_id,
@@ -886,8 +886,11 @@ impl RouterBuilder {
         self
     }
 
-    /// Receives every line children write to stdout or stderr. Without it,
-    /// lines are emitted as `tracing` events (target `spore::output`).
+    /// Receives every line children write to stdout or stderr, in order,
+    /// on a thread of its own (a slow hook delays only output). Dropping
+    /// the router delivers every line received so far before it returns.
+    /// Without a hook, lines are emitted as `tracing` events (target
+    /// `spore::output`).
     pub fn on_output(mut self, f: impl Fn(OutputLine<'_>) + Send + Sync + 'static) -> Self {
         self.output = Some(Arc::new(f));
         self
@@ -916,7 +919,8 @@ impl RouterBuilder {
             parent_ids: Vec::new(),
             parent_stream: None,
         };
-        let inner = Inner::new(identity, self.settings, handle, None, self.output);
+        let output = self.output.map(logging::OutputSink::start).transpose()?;
+        let inner = Inner::new(identity, self.settings, handle, None, output);
         inner.add_internal(handles::FORWARD_LOG, logging::on_forward_log);
         Ok(Router {
             inner,
@@ -1031,6 +1035,9 @@ impl Drop for Router {
             let _ = t.join();
         }
         self.inner.close_all_streams("the router was dropped");
+        if let Some(output) = &self.inner.output {
+            output.finish();
+        }
         // Streams are closed now: children exit on EOF within milliseconds.
         crate::bootstrap::reap_all(take_processes(&self.inner), Duration::from_millis(500));
     }
