@@ -93,26 +93,13 @@ impl CallPool {
         } else {
             Wake::Nobody
         };
+        drop(st);
         // Only a job that got no thread of its own can stall: only then
         // does the monitor need to watch.
-        let watch = wake == Wake::Nobody && !st.monitor_watching;
-        if watch {
-            st.monitor_watching = true;
-        }
-        let start_monitor = watch && !st.monitor_running;
-        if start_monitor {
-            st.monitor_running = true;
-        }
-        drop(st);
-        shared.wake(wake);
-        if start_monitor {
-            if !shared.start_thread("spore-pool-monitor", Shared::monitor) {
-                let mut st = shared.state.lock().unwrap();
-                st.monitor_running = false;
-                st.monitor_watching = false;
-            }
-        } else if watch {
-            shared.monitor.notify_one();
+        if wake == Wake::Nobody {
+            shared.watch();
+        } else {
+            shared.wake(wake);
         }
     }
 
@@ -153,6 +140,24 @@ impl Shared {
         }
     }
 
+    /// Has the monitor watch for stalls (starting it if needed): a queued
+    /// job has no thread of its own coming.
+    fn watch(self: &Arc<Self>) {
+        let mut st = self.state.lock().unwrap();
+        let was_watching = std::mem::replace(&mut st.monitor_watching, true);
+        let start = !st.monitor_running;
+        st.monitor_running = true;
+        drop(st);
+        if start {
+            if !self.start_thread("spore-pool-monitor", Shared::monitor) {
+                // Retried by the next job that gets no thread.
+                self.state.lock().unwrap().monitor_running = false;
+            }
+        } else if !was_watching {
+            self.monitor.notify_one();
+        }
+    }
+
     /// Starts a pool thread running `body`; false if the system refused.
     fn start_thread(self: &Arc<Self>, name: &str, body: fn(Arc<Self>)) -> bool {
         let shared = self.clone();
@@ -168,10 +173,13 @@ impl Shared {
             Wake::Idle => self.work.notify_one(),
             Wake::Spawn => {
                 if !self.start_thread("spore-worker", Shared::worker) {
-                    // Out of threads: the ones there will get to the job.
-                    let mut st = self.state.lock().unwrap();
-                    st.spawning = false;
-                    st.threads -= 1;
+                    // Out of threads for now: the monitor retries.
+                    {
+                        let mut st = self.state.lock().unwrap();
+                        st.spawning = false;
+                        st.threads -= 1;
+                    }
+                    self.watch();
                 }
             }
         }
@@ -220,7 +228,13 @@ impl Shared {
                 st = self.monitor.wait(st).unwrap();
             }
             let seen = st.started;
-            st = self.monitor.wait_timeout(st, STALL).unwrap().0;
+            // At the thread limit there is nothing to add: look less often.
+            let pause = if st.threads >= self.max_threads {
+                STALL * 100
+            } else {
+                STALL
+            };
+            st = self.monitor.wait_timeout(st, pause).unwrap().0;
             if st.queue.is_empty() {
                 st.monitor_watching = false;
             } else if st.started == seen {

@@ -377,7 +377,9 @@ impl Inner {
 
     /// A stream ended: forget everything behind it and wake whoever waits on it.
     pub(crate) fn stream_lost(self: &Arc<Self>, stream: StreamId, mut detail: String) {
-        self.take_stream(stream);
+        if let Some(sender) = self.take_stream(stream) {
+            sender.abort();
+        }
         let lost = self.routes.lock().unwrap().drop_stream(stream);
         if lost.is_empty() {
             return;

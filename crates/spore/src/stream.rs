@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -147,7 +147,7 @@ impl StreamSender {
                 Ok(_) => continue, // others queued while we wrote
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    shared.fail(&mut st, &e);
+                    shared.fail(st, &e);
                     return Ok(());
                 }
             }
@@ -156,6 +156,13 @@ impl StreamSender {
         drop(st);
         shared.wake_task.notify_one();
         Ok(())
+    }
+
+    /// Gives up on the stream (its reader ended): shuts the socket both ways
+    /// so a writer waiting for room stops now and the peer sees EOF, even if
+    /// clones of this sender are still around.
+    pub(crate) fn abort(&self) {
+        let _ = rustix::net::shutdown(&self.shared.fd, rustix::net::Shutdown::Both);
     }
 
     /// Drops this sender and waits until the writer has written everything
@@ -168,12 +175,17 @@ impl StreamSender {
 }
 
 impl Shared {
-    fn fail(&self, st: &mut WriteState, e: &io::Error) {
-        tracing::debug!("stream to {} closed on write: {e}", self.label);
+    /// The stream is dead: drop what is queued and shut the socket both
+    /// ways, so its reader ends too and the router fails every call waiting
+    /// on it (frames lost here are never silently lost to a caller).
+    fn fail(&self, mut st: MutexGuard<'_, WriteState>, e: &io::Error) {
         st.failed = true;
         st.writer = Writer::Idle;
         st.out = Outbox::default();
+        drop(st);
         self.wake_task.notify_one();
+        let _ = rustix::net::shutdown(&self.fd, rustix::net::Shutdown::Both);
+        tracing::debug!("stream to {} closed on write: {e}", self.label);
     }
 }
 
@@ -253,8 +265,7 @@ async fn writer_task(shared: &Shared) {
             continue;
         }
         if let Err(e) = flush_waiting(shared).await {
-            let mut st = shared.state.lock().unwrap();
-            shared.fail(&mut st, &e);
+            shared.fail(shared.state.lock().unwrap(), &e);
             return;
         }
     }
@@ -279,7 +290,12 @@ async fn flush_waiting(shared: &Shared) -> io::Result<()> {
         shared.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
         shared.state.lock().unwrap().out.put_back(batch);
         match res {
-            Ok(()) => continue,
+            Ok(()) => {
+                // Producers may keep this loop busy forever: let the other
+                // streams on this I/O loop have their turn.
+                tokio::task::consume_budget().await;
+                continue;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }

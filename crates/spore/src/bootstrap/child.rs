@@ -40,7 +40,7 @@ struct ChildState {
 static CHILD: OnceLock<ChildState> = OnceLock::new();
 
 /// At most this many blocking remote functions run at once.
-const MAX_BLOCKING_THREADS: usize = 64;
+const MAX_BLOCKING_THREADS: usize = 512;
 
 fn fatal(msg: impl std::fmt::Display) -> ! {
     let _ = writeln!(std::io::stderr(), "spore child: {msg}");
