@@ -37,14 +37,16 @@ enum Command {
     /// Bootstrap each target and print, per context: name, round-trip time
     /// of a no-op call, hostname, arch, kernel, pid and resident memory.
     Ping {
-        /// Targets, e.g. `local`, `local:4`.
+        /// Targets: hops joined by `/`, each `METHOD[:ARG]`, e.g. `local`,
+        /// `local:4`, `local/local/local` (a context started by a context
+        /// started by a context; the last hop is pinged). No target: `local`.
         targets: Vec<String>,
     },
     /// Run a command in each context; its output is printed prefixed by the
     /// context's name, then one exit-status line per context. Exits 1 if any
     /// context failed to start or the command failed in any.
     Run {
-        /// Targets, e.g. `local:2`.
+        /// Targets, as for `ping`, e.g. `local:2` or `local/local:3`.
         targets: Vec<String>,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "CMD")]
@@ -119,33 +121,48 @@ fn builder(cli: &Cli) -> spore::RouterBuilder {
     Router::builder().connect_timeout(Duration::from_secs_f64(cli.connect_timeout))
 }
 
-/// Starts every context the targets name, concurrently. Failures are
-/// reported and counted, not fatal.
+/// Starts every context the targets name (hop by hop, each hop's contexts
+/// concurrently) and returns the last hop's contexts. Failures are reported
+/// and counted, not fatal.
 async fn connect_all(
     cli: &Cli,
     router: &Router,
     targets: &[String],
 ) -> anyhow::Result<(Vec<Context>, usize)> {
-    let count = target::count_local(targets)?;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..count {
-        let fut = std::future::IntoFuture::into_future(router.local().first_stage(cli.first_stage));
-        tasks.spawn(fut);
-    }
+    let chains = target::parse(targets)?;
     let mut contexts = Vec::new();
     let mut failed = 0;
-    while let Some(r) = tasks.join_next().await {
-        match r {
-            Ok(Ok(ctx)) => contexts.push(ctx),
-            Ok(Err(e)) => {
-                eprintln!("spore: {e}");
-                failed += 1;
+    for chain in chains {
+        // The contexts of the previous hop (`None`: this process).
+        let mut parents: Vec<Option<Context>> = vec![None];
+        for &count in &chain {
+            let mut tasks = tokio::task::JoinSet::new();
+            for parent in &parents {
+                for _ in 0..count {
+                    let mut connect = router.local().first_stage(cli.first_stage);
+                    if let Some(p) = parent {
+                        connect = connect.via(p);
+                    }
+                    tasks.spawn(std::future::IntoFuture::into_future(connect));
+                }
             }
-            Err(e) => {
-                eprintln!("spore: connect task failed: {e}");
-                failed += 1;
+            let mut next = Vec::new();
+            while let Some(r) = tasks.join_next().await {
+                match r {
+                    Ok(Ok(ctx)) => next.push(Some(ctx)),
+                    Ok(Err(e)) => {
+                        eprintln!("spore: {e}");
+                        failed += 1;
+                    }
+                    Err(e) => {
+                        eprintln!("spore: connect task failed: {e}");
+                        failed += 1;
+                    }
+                }
             }
+            parents = next;
         }
+        contexts.extend(parents.into_iter().flatten());
     }
     contexts.sort_by_key(|c| c.id());
     Ok((contexts, failed))
@@ -154,8 +171,14 @@ async fn connect_all(
 async fn ping(cli: &Cli, targets: &[String]) -> anyhow::Result<ExitCode> {
     let router = builder(cli).build()?;
     let (contexts, mut failed) = connect_all(cli, &router, targets).await?;
+    let w = contexts
+        .iter()
+        .map(|c| c.name().len())
+        .max()
+        .unwrap_or(0)
+        .max(12);
     println!(
-        "{:<12} {:>9} {:<20} {:<8} {:<24} {:>8} {:>9}",
+        "{:<w$} {:>9} {:<20} {:<8} {:<24} {:>8} {:>9}",
         "CONTEXT", "RTT_US", "HOSTNAME", "ARCH", "KERNEL", "PID", "RSS_KIB"
     );
     for ctx in &contexts {
@@ -164,7 +187,7 @@ async fn ping(cli: &Cli, targets: &[String]) -> anyhow::Result<ExitCode> {
         let rtt = start.elapsed();
         match (noop, ctx.call(spore::builtins::facts, ()).await) {
             (Ok(()), Ok(f)) => println!(
-                "{:<12} {:>9.1} {:<20} {:<8} {:<24} {:>8} {:>9}",
+                "{:<w$} {:>9.1} {:<20} {:<8} {:<24} {:>8} {:>9}",
                 ctx.name(),
                 rtt.as_secs_f64() * 1e6,
                 f.hostname,

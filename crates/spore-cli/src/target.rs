@@ -3,72 +3,66 @@
 use anyhow::{anyhow, bail};
 
 /// Methods this build implements.
-const METHODS: &str = "local, local:N";
+const METHODS: &str = "local, local:N, and chains of them (local/local)";
 
-/// How many local contexts the targets ask for (no targets: one).
-pub fn count_local(targets: &[String]) -> anyhow::Result<usize> {
+/// One target: how many contexts each hop starts, outermost first. Hop `k`
+/// starts its count under every context of hop `k - 1`; the last hop's
+/// contexts are the ones acted on.
+pub type Chain = Vec<usize>;
+
+/// Parses targets (no targets: one `local`).
+pub fn parse(targets: &[String]) -> anyhow::Result<Vec<Chain>> {
     if targets.is_empty() {
-        return Ok(1);
+        return Ok(vec![vec![1]]);
     }
-    let mut n = 0;
-    for t in targets {
-        let hops: Vec<&str> = t.split('/').collect();
-        if hops.len() > 1 {
-            bail!("target {t:?}: chains of hops are not supported yet (implemented: {METHODS})");
-        }
-        let (method, arg) = match hops[0].split_once(':') {
-            Some((m, a)) => (m, Some(a)),
-            None => (hops[0], None),
-        };
-        match (method, arg) {
-            ("local", None) => n += 1,
-            ("local", Some(a)) => {
-                let k: usize = a.parse().map_err(|_| {
-                    anyhow!("target {t:?}: local:N needs a number of contexts, got {a:?}")
-                })?;
-                if k == 0 {
-                    bail!("target {t:?}: local:N needs at least one context");
-                }
-                n += k;
+    targets.iter().map(|t| parse_one(t)).collect()
+}
+
+fn parse_one(t: &str) -> anyhow::Result<Chain> {
+    t.split('/').map(|hop| parse_hop(t, hop)).collect()
+}
+
+fn parse_hop(t: &str, hop: &str) -> anyhow::Result<usize> {
+    let (method, arg) = match hop.split_once(':') {
+        Some((m, a)) => (m, Some(a)),
+        None => (hop, None),
+    };
+    match (method, arg) {
+        ("", _) => bail!("target {t:?}: empty hop (hops are joined by a single '/')"),
+        ("local", None) => Ok(1),
+        ("local", Some(a)) => {
+            let k: usize = a.parse().map_err(|_| {
+                anyhow!("target {t:?}: local:N needs a number of contexts, got {a:?}")
+            })?;
+            if k == 0 {
+                bail!("target {t:?}: local:N needs at least one context");
             }
-            (m, _) => bail!(
-                "target {t:?}: unknown method {m:?} (implemented: {METHODS}; ssh, sudo, su, doas, podman, docker, nsenter and chroot are planned)"
-            ),
+            Ok(k)
         }
+        (m, _) => bail!(
+            "target {t:?}: unknown method {m:?} (implemented: {METHODS}; ssh, sudo, su, doas, podman, docker, nsenter and chroot are planned)"
+        ),
     }
-    Ok(n)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn t(v: &[&str]) -> anyhow::Result<usize> {
-        count_local(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    fn t(v: &[&str]) -> anyhow::Result<Vec<Chain>> {
+        parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     }
 
     #[test]
-    fn targets_count_and_errors_name_the_problem() {
-        assert_eq!(t(&[]).unwrap(), 1);
-        assert_eq!(t(&["local", "local:3"]).unwrap(), 4);
-        assert!(
-            t(&["ssh:web1"])
-                .unwrap_err()
-                .to_string()
-                .contains("unknown method \"ssh\"")
-        );
-        assert!(
-            t(&["local/local"])
-                .unwrap_err()
-                .to_string()
-                .contains("chains")
-        );
-        assert!(
-            t(&["local:x"])
-                .unwrap_err()
-                .to_string()
-                .contains("needs a number")
-        );
-        assert!(t(&["local:0"]).is_err());
+    fn targets_parse_into_chains_and_errors_name_the_problem() {
+        assert_eq!(t(&[]).unwrap(), [vec![1]]);
+        assert_eq!(t(&["local", "local:3"]).unwrap(), [vec![1], vec![3]]);
+        assert_eq!(t(&["local/local:2/local"]).unwrap(), [vec![1, 2, 1]]);
+        let err = |v: &[&str]| t(v).unwrap_err().to_string();
+        assert!(err(&["ssh:web1"]).contains("unknown method \"ssh\""));
+        assert!(err(&["local//local"]).contains("empty hop"));
+        assert!(err(&["local/"]).contains("empty hop"));
+        assert!(err(&["local:x"]).contains("needs a number"));
+        assert!(err(&["local/local:0"]).contains("at least one"));
     }
 }

@@ -74,7 +74,7 @@ fn run_fails_when_the_command_fails_anywhere() {
 }
 
 #[test]
-fn unknown_methods_and_chains_are_refused_clearly() {
+fn unknown_methods_and_empty_hops_are_refused_clearly() {
     let out = spore(&["ping", "bogus:1"]);
     assert!(!out.status.success());
     assert!(
@@ -82,13 +82,36 @@ fn unknown_methods_and_chains_are_refused_clearly() {
         "{}",
         text(&out.stderr)
     );
-    let out = spore(&["ping", "local/local"]);
+    let out = spore(&["ping", "local//local"]);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("chains"),
+        text(&out.stderr).contains("empty hop"),
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn ping_and_run_through_chains() {
+    let out = spore(&["ping", "local/local/local", "--first-stage"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let names: Vec<&str> = stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["local.1.local.2.local.3"]);
+    let out = spore(&["run", "local/local:2", "--", "echo", "deep"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    for name in ["local.1.local.2", "local.1.local.3"] {
+        assert!(stdout.contains(&format!("{name} | deep\n")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("{name}: exit status 0")),
+            "{stdout}"
+        );
+    }
 }
 
 #[test]

@@ -28,6 +28,28 @@ pub struct ChildConfig {
     pub build_id: String,
 }
 
+/// ADD_ROUTE payload: a context below the sender now exists. Each ancestor
+/// records that `id` is reached through the stream the announcement came
+/// from, then announces it to its own parent (as the sender).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteAdded {
+    /// The new context.
+    pub id: ContextId,
+    /// Its name, e.g. `local.1.local.2`.
+    pub name: String,
+    /// Its process ID on its own machine.
+    pub pid: u32,
+}
+
+/// DEL_ROUTE payload: contexts below the sender are gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutesLost {
+    /// The lost contexts.
+    pub ids: Vec<ContextId>,
+    /// What was observed (e.g. "EOF on stream").
+    pub reason: String,
+}
+
 /// Head of a CALL_FUNCTION payload; the postcard-encoded argument tuple follows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallRequest<'a> {

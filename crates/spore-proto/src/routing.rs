@@ -40,6 +40,16 @@ impl<S: Copy + Eq> RouteTable<S> {
         self.my_id
     }
 
+    /// The stream to the parent, if there is one.
+    pub fn parent(&self) -> Option<S> {
+        self.parent
+    }
+
+    /// The stream `ctx` is reached through, if it is a known descendant.
+    pub fn route(&self, ctx: ContextId) -> Option<S> {
+        self.routes.get(&ctx).copied()
+    }
+
     /// Decides the next hop for `dst`: local, a known descendant's stream,
     /// else upward to the parent, else no route.
     pub fn next_hop(&self, dst: ContextId) -> NextHop<S> {

@@ -80,6 +80,15 @@ pub enum ConnectError {
     /// The router was shut down while connecting.
     #[error("connect cancelled: {0}")]
     Aborted(String),
+    /// Starting the context through `via` failed there; `detail` is what
+    /// `via` reported (its own connect error, or why it could not be asked).
+    #[error("through {via}: {detail}")]
+    Via {
+        /// The intermediate context.
+        via: String,
+        /// What went wrong, as reported by or about `via`.
+        detail: String,
+    },
 }
 
 fn quote_lines(lines: &[String]) -> String {

@@ -135,13 +135,19 @@ pub(crate) async fn flush_logs() {
     }
 }
 
-/// Sends one record to the master.
+/// Sends one record of this context to the master.
 pub(crate) fn send_record(inner: &Arc<Inner>, rec: &LogRecord) {
+    send_record_of(inner, inner.my_id, rec);
+}
+
+/// Sends one record to the master on behalf of `context` (this one, or a
+/// child whose stderr this context reads).
+fn send_record_of(inner: &Arc<Inner>, context: u32, rec: &LogRecord) {
     let Ok(payload) = postcard::to_stdvec(rec) else {
         return;
     };
     let _ = inner.send(Frame::new(
-        Header::new(MASTER_ID, inner.my_id, handles::FORWARD_LOG),
+        Header::new(MASTER_ID, context, handles::FORWARD_LOG),
         payload,
     ));
 }
@@ -188,7 +194,29 @@ pub(crate) fn on_forward_log(inner: &Arc<Inner>, frame: Frame) {
 }
 
 /// Hands one output line to the router's output hook, or logs it.
-pub(crate) fn emit_output(inner: &Inner, id: u32, name: &str, stream: OutputStream, line: &str) {
+pub(crate) fn emit_output(
+    inner: &Arc<Inner>,
+    id: u32,
+    name: &str,
+    stream: OutputStream,
+    line: &str,
+) {
+    if !inner.parent_ids.is_empty() {
+        // Not the master (a child's stderr, read by its parent here): the
+        // line travels up as the child's own.
+        let origin = match stream {
+            OutputStream::Stdout => LogOrigin::Stdout,
+            OutputStream::Stderr => LogOrigin::Stderr,
+        };
+        let rec = LogRecord {
+            origin,
+            level: 3,
+            target: String::new(),
+            message: line.to_owned(),
+        };
+        send_record_of(inner, id, &rec);
+        return;
+    }
     match &inner.output {
         Some(sink) => sink.send(OwnedLine {
             context: name.to_owned(),

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use spore_proto::messages::{CallRequest, REPLY_ERR, REPLY_OK, RemoteError};
+use spore_proto::messages::{
+    CallRequest, REPLY_ERR, REPLY_OK, RemoteError, RouteAdded, RoutesLost,
+};
 use spore_proto::routing::{NextHop, RouteTable, no_route_reason};
 use spore_proto::{ContextId, DecodeEvent, Frame, Header, MASTER_ID, handles};
 use tokio::sync::{oneshot, watch};
@@ -49,15 +51,33 @@ pub(crate) enum Reply {
     Lost(String),
 }
 
-/// What a context knows about one of its direct children.
+/// What a context knows about a context below it: a direct child (with its
+/// process) or a descendant announced by ADD_ROUTE.
 pub(crate) struct ChildEntry {
     pub(crate) name: Arc<str>,
+    /// A direct child: this context started it and owns its process.
+    pub(crate) direct: bool,
     pub(crate) pid: u32,
     pub(crate) process: Option<std::process::Child>,
     pub(crate) stderr_tail: Arc<Mutex<VecDeque<String>>>,
     /// `Some(detail)` once the context is lost.
     pub(crate) lost: watch::Sender<Option<String>>,
     pub(crate) bytes_written: Arc<AtomicU64>,
+}
+
+impl ChildEntry {
+    /// A context further down, known from its ADD_ROUTE.
+    fn descendant(name: &str, pid: u32) -> Self {
+        Self {
+            name: name.into(),
+            direct: false,
+            pid,
+            process: None,
+            stderr_tail: Arc::default(),
+            lost: watch::channel(None).0,
+            bytes_written: Arc::default(),
+        }
+    }
 }
 
 /// Tunables shared by a router and inherited by its children.
@@ -384,27 +404,30 @@ impl Inner {
         if lost.is_empty() {
             return;
         }
-        // What the child last said on stderr often explains its death.
-        let tail: Vec<String> = lost
-            .first()
-            .and_then(|id| {
-                let children = self.children.lock().unwrap();
-                children.get(id).map(|c| {
-                    c.stderr_tail
-                        .lock()
-                        .unwrap()
-                        .iter()
-                        .rev()
-                        .take(5)
-                        .rev()
+        // What the direct child last said on stderr often explains its death.
+        let tail: Vec<String> = {
+            let children = self.children.lock().unwrap();
+            lost.iter()
+                .filter_map(|id| children.get(id))
+                .find(|c| c.direct)
+                .map(|c| {
+                    let tail = c.stderr_tail.lock().unwrap();
+                    tail.iter()
+                        .skip(tail.len().saturating_sub(5))
                         .cloned()
                         .collect()
                 })
-            })
-            .unwrap_or_default();
+                .unwrap_or_default()
+        };
         if !tail.is_empty() {
             detail = format!("{detail}; last stderr lines: {}", tail.join(" | "));
         }
+        self.contexts_lost(&lost, &detail);
+    }
+
+    /// Contexts are gone: wake every call waiting on them, mark them lost,
+    /// reap the processes that are ours, and tell the parent (DEL_ROUTE).
+    fn contexts_lost(self: &Arc<Self>, lost: &[ContextId], detail: &str) {
         let mut waiters = Vec::new();
         {
             let mut handles = self.handles.lock().unwrap();
@@ -420,19 +443,139 @@ impl Inner {
             }
         }
         for tx in waiters {
-            let _ = tx.send(Reply::Lost(detail.clone()));
+            let _ = tx.send(Reply::Lost(detail.to_owned()));
         }
-        let mut children = self.children.lock().unwrap();
-        for id in lost {
-            if let Some(entry) = children.get_mut(&id) {
-                tracing::debug!("context {} lost: {detail}", entry.name);
-                entry.lost.send_replace(Some(detail.clone()));
-                if let Some(process) = entry.process.take() {
-                    let grace = self.settings.shutdown_grace;
-                    self.rt
-                        .spawn_blocking(move || crate::bootstrap::reap(process, grace));
+        // Reap our own processes first, so that whoever waits for the loss
+        // (Context::shutdown, the parent's DEL_ROUTE) finds them gone.
+        let processes: Vec<std::process::Child> = {
+            let mut children = self.children.lock().unwrap();
+            lost.iter()
+                .filter_map(|id| children.get_mut(id)?.process.take())
+                .collect()
+        };
+        let must_wait = !processes.is_empty();
+        let inner = self.clone();
+        let (lost, detail) = (lost.to_vec(), detail.to_owned());
+        let grace = self.settings.shutdown_grace;
+        let finish = move || {
+            crate::bootstrap::reap_all(processes, grace);
+            {
+                let children = inner.children.lock().unwrap();
+                for id in &lost {
+                    if let Some(entry) = children.get(id) {
+                        tracing::debug!("context {} lost: {detail}", entry.name);
+                        entry.lost.send_replace(Some(detail.clone()));
+                    }
                 }
             }
+            inner.tell_parent(
+                handles::DEL_ROUTE,
+                &RoutesLost {
+                    ids: lost,
+                    reason: detail,
+                },
+            );
+        };
+        if must_wait {
+            self.rt.spawn_blocking(finish);
+        } else {
+            finish();
+        }
+    }
+
+    /// Sends a route update to the parent, from this context (the master has
+    /// no parent and keeps it).
+    fn tell_parent(self: &Arc<Self>, handle: u32, msg: &impl serde::Serialize) {
+        let Some(&parent) = self.parent_ids.first() else {
+            return;
+        };
+        match postcard::to_stdvec(msg) {
+            Ok(payload) => {
+                let _ = self.send(Frame::new(Header::new(parent, self.my_id, handle), payload));
+            }
+            Err(e) => tracing::error!("route update for {parent} did not encode: {e}"),
+        }
+    }
+
+    /// Registers ADD_ROUTE and DEL_ROUTE (every context has them).
+    pub(crate) fn add_route_handlers(&self) {
+        self.add_internal(handles::ADD_ROUTE, |inner, f| inner.on_add_route(f));
+        self.add_internal(handles::DEL_ROUTE, |inner, f| inner.on_del_route(f));
+    }
+
+    /// A new descendant: record it and announce it upward.
+    pub(crate) fn context_added(self: &Arc<Self>, added: &RouteAdded) {
+        self.tell_parent(handles::ADD_ROUTE, added);
+    }
+
+    /// The stream a route update from `src` arrived through, if `src` is
+    /// below this context. Updates from anywhere else are refused.
+    fn stream_below(&self, src: ContextId) -> Option<StreamId> {
+        let routes = self.routes.lock().unwrap();
+        routes.route(src).filter(|s| Some(*s) != routes.parent())
+    }
+
+    /// ADD_ROUTE: `id` lives below the sender.
+    pub(crate) fn on_add_route(self: &Arc<Self>, frame: Frame) {
+        let src = frame.header.src;
+        let added: RouteAdded = match postcard::from_bytes(&frame.payload) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("undecodable ADD_ROUTE from context {src}: {e}");
+                return;
+            }
+        };
+        let Some(stream) = self.stream_below(src) else {
+            tracing::warn!(
+                "refused ADD_ROUTE for {} from context {src}, which is not below {}",
+                added.id,
+                self.name
+            );
+            return;
+        };
+        if added.id == self.my_id || self.parent_ids.contains(&added.id) {
+            tracing::warn!(
+                "refused ADD_ROUTE for {} from context {src}: that is {} or its ancestor",
+                added.id,
+                self.name
+            );
+            return;
+        }
+        self.add_route(added.id, stream);
+        self.children
+            .lock()
+            .unwrap()
+            .insert(added.id, ChildEntry::descendant(&added.name, added.pid));
+        self.context_added(&added);
+    }
+
+    /// DEL_ROUTE: contexts below the sender are gone.
+    pub(crate) fn on_del_route(self: &Arc<Self>, frame: Frame) {
+        let src = frame.header.src;
+        let msg: RoutesLost = match postcard::from_bytes(&frame.payload) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("undecodable DEL_ROUTE from context {src}: {e}");
+                return;
+            }
+        };
+        let Some(stream) = self.stream_below(src) else {
+            tracing::warn!(
+                "refused DEL_ROUTE from context {src}, which is not below {}",
+                self.name
+            );
+            return;
+        };
+        // Only routes that run through the sender's stream are its to drop.
+        let lost: Vec<ContextId> = {
+            let mut routes = self.routes.lock().unwrap();
+            msg.ids
+                .into_iter()
+                .filter(|&id| id != src && routes.route(id) == Some(stream) && routes.del_route(id))
+                .collect()
+        };
+        if !lost.is_empty() {
+            self.contexts_lost(&lost, &msg.reason);
         }
     }
 
@@ -515,7 +658,15 @@ impl Inner {
 
     /// Asks every direct child to shut down.
     pub(crate) fn shutdown_children(self: &Arc<Self>) {
-        let ids: Vec<ContextId> = self.children.lock().unwrap().keys().copied().collect();
+        // Direct children only: each passes SHUTDOWN on to its own.
+        let ids: Vec<ContextId> = self
+            .children
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, c)| c.direct)
+            .map(|(id, _)| *id)
+            .collect();
         for id in ids {
             let _ = self.send(Frame::new(
                 Header::new(id, self.my_id, handles::SHUTDOWN),
@@ -924,6 +1075,7 @@ impl RouterBuilder {
         let output = self.output.map(logging::OutputSink::start).transpose()?;
         let inner = Inner::new(identity, self.settings, handle, None, output);
         inner.add_internal(handles::FORWARD_LOG, logging::on_forward_log);
+        inner.add_route_handlers();
         Ok(Router {
             inner,
             stop: Some(stop_tx),
@@ -1050,11 +1202,8 @@ impl IntoFuture for crate::LocalConnect<'_> {
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        let inner = self.router.inner.clone();
-        let opts = self.into_options();
-        let task = inner
-            .rt
-            .spawn(crate::bootstrap::connect_local(inner.clone(), opts));
+        let (rt, connect) = self.into_connect();
+        let task = rt.spawn(connect);
         Box::pin(async move {
             task.await
                 .unwrap_or_else(|e| Err(ConnectError::Aborted(e.to_string())))

@@ -14,7 +14,7 @@ use futures_util::FutureExt;
 use spore_proto::messages::{
     CallRequest, ChildConfig, LogOrigin, LogRecord, RemoteError, RemoteErrorKind,
 };
-use spore_proto::{Frame, HEADER_LEN, Header, MASTER_ID, handles};
+use spore_proto::{Frame, HEADER_LEN, Header, handles};
 use tokio::sync::Notify;
 
 use crate::call::{self, Failure, Invoke, failure};
@@ -167,6 +167,7 @@ pub(crate) fn run() -> ! {
     );
     inner.add_internal(handles::CALL_FUNCTION, on_call);
     inner.add_internal(handles::SHUTDOWN, on_shutdown);
+    inner.add_route_handlers();
     let max = cfg.max_message_size;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let state = ChildState {
@@ -431,11 +432,9 @@ fn located(inner: &Inner, function: &str, f: RemoteError) -> RemoteError {
 /// SHUTDOWN: stop taking calls, pass it on, let running calls finish within
 /// the grace period, flush output, exit.
 fn on_shutdown(inner: &Arc<Inner>, frame: Frame) {
-    if frame.header.src != inner.parent_ids.first().copied().unwrap_or(MASTER_ID)
-        && frame.header.src != inner.my_id
-    {
+    if !inner.parent_ids.contains(&frame.header.src) && frame.header.src != inner.my_id {
         tracing::warn!(
-            "ignored SHUTDOWN from context {}, which is not my parent",
+            "ignored SHUTDOWN from context {}, which is not one of my parents",
             frame.header.src
         );
         return;

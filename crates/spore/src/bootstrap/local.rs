@@ -12,13 +12,15 @@ use std::time::Duration;
 #[cfg(feature = "fault-injection")]
 use bytes::Bytes;
 use bytes::{BufMut, BytesMut};
+use spore_proto::ContextId;
 use spore_proto::handshake::{self, FAIL_PREFIX, MAX_LINE};
-use spore_proto::messages::ChildConfig;
+use spore_proto::messages::{ChildConfig, RemoteErrorKind, RouteAdded};
 use spore_proto::{Frame, Header, handles};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 use super::{FIRST_STAGE, Image};
+use crate::CallError;
 use crate::error::ConnectError;
 use crate::router::{ChildEntry, Context, Inner, OutputStream};
 use crate::stream::{self, StreamSender};
@@ -38,6 +40,7 @@ const TAIL_LINES: usize = 20;
 pub struct LocalConnect<'a> {
     pub(crate) router: &'a crate::Router,
     opts: LocalOptions,
+    via: Option<Context>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -46,6 +49,8 @@ pub(crate) struct LocalOptions {
     raw_payload: bool,
     name: Option<String>,
     connect_timeout: Option<Duration>,
+    /// The ID the master chose (for a context started through another).
+    id: Option<ContextId>,
     #[cfg(feature = "fault-injection")]
     fault: Option<crate::Fault>,
 }
@@ -55,6 +60,7 @@ impl<'a> LocalConnect<'a> {
         Self {
             router,
             opts: LocalOptions::default(),
+            via: None,
         }
     }
 
@@ -92,20 +98,134 @@ impl<'a> LocalConnect<'a> {
         self
     }
 
-    pub(crate) fn into_options(self) -> LocalOptions {
-        self.opts
+    /// Start the context from inside `parent` instead of from this process:
+    /// `parent` starts it from its own in-memory image (nothing is sent from
+    /// here but the request) and becomes its parent. Every context on the
+    /// way learns the route, so calls, logs and output flow as for a direct
+    /// child. The name shows the path, e.g. `local.1.local.2`.
+    ///
+    /// ```no_run
+    /// # async fn demo(router: &spore::Router) -> Result<(), spore::ConnectError> {
+    /// let a = router.local().await?;
+    /// let b = router.local().via(&a).await?;      // local.1.local.2
+    /// let c = router.local().via(&b).await?;      // local.1.local.2.local.3
+    /// # Ok(()) }
+    /// ```
+    pub fn via(mut self, parent: &Context) -> Self {
+        self.via = Some(parent.clone());
+        self
+    }
+
+    /// The connect, ready to run on the router's I/O loop.
+    pub(crate) fn into_connect(
+        self,
+    ) -> (
+        tokio::runtime::Handle,
+        impl Future<Output = Result<Context, ConnectError>> + Send + 'static,
+    ) {
+        let inner = self.router.inner.clone();
+        let rt = inner.rt.clone();
+        let (opts, via) = (self.opts, self.via);
+        (rt, async move {
+            match via {
+                None => connect_local(inner, opts).await,
+                Some(via) => connect_via(inner, via, opts).await,
+            }
+        })
     }
 
     /// Connects, blocking this thread. Do not call from inside an async runtime.
     pub fn connect_blocking(self) -> Result<Context, ConnectError> {
-        let inner = self.router.inner.clone();
-        let rt = inner.rt.clone();
+        let (rt, connect) = self.into_connect();
         let (tx, rx) = std::sync::mpsc::channel();
         rt.spawn(async move {
-            let _ = tx.send(connect_local(inner.clone(), self.opts).await);
+            let _ = tx.send(connect.await);
         });
         rx.recv()
             .unwrap_or_else(|_| Err(ConnectError::Aborted("router shut down".to_owned())))
+    }
+}
+
+/// What a parent is asked to start (the arguments of [`start_local_child`]).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ChildRequest {
+    id: ContextId,
+    name: String,
+    first_stage: bool,
+    raw_payload: bool,
+    connect_timeout_ms: Option<u64>,
+}
+
+/// Runs in the intermediate context: starts a local child from this
+/// process's own image and returns its pid. The new context is announced
+/// upward (ADD_ROUTE) before this returns.
+#[crate::remote]
+async fn start_local_child(req: ChildRequest) -> Result<u32, ConnectError> {
+    let inner = crate::bootstrap::child::inner()
+        .ok_or_else(|| ConnectError::Aborted("not a child context".to_owned()))?
+        .clone();
+    let opts = LocalOptions {
+        first_stage: req.first_stage,
+        raw_payload: req.raw_payload,
+        name: Some(req.name),
+        connect_timeout: req.connect_timeout_ms.map(Duration::from_millis),
+        id: Some(req.id),
+        ..LocalOptions::default()
+    };
+    // Streams belong to the I/O loop, whatever thread runs this call.
+    let ctx = inner
+        .rt
+        .spawn(connect_local(inner.clone(), opts))
+        .await
+        .map_err(|e| ConnectError::Aborted(e.to_string()))??;
+    Ok(ctx.pid().unwrap_or_default())
+}
+
+/// Starts a context through `via`: the master picks the ID and name, `via`
+/// does the work and announces the route.
+async fn connect_via(
+    inner: Arc<Inner>,
+    via: Context,
+    opts: LocalOptions,
+) -> Result<Context, ConnectError> {
+    if inner.is_shutting_down() {
+        return Err(ConnectError::Aborted(
+            "the router is shutting down".to_owned(),
+        ));
+    }
+    let id = inner.alloc_context_id();
+    let name = opts
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}.local.{id}", via.name()));
+    let req = ChildRequest {
+        id,
+        name: name.clone(),
+        first_stage: opts.first_stage,
+        raw_payload: opts.raw_payload,
+        connect_timeout_ms: opts.connect_timeout.map(|d| d.as_millis() as u64),
+    };
+    let via_err = |detail: String| ConnectError::Via {
+        via: via.name().to_owned(),
+        detail,
+    };
+    let started = tokio::select! {
+        r = via.call(start_local_child, (req,)) => r,
+        () = inner.shutdown_started() => {
+            return Err(ConnectError::Aborted(format!(
+                "the router shut down while connecting to {name}"
+            )));
+        }
+    };
+    match started {
+        Ok(_pid) => Ok(Context {
+            inner,
+            id,
+            name: name.into(),
+        }),
+        // The intermediate's own connect error, as it described it.
+        Err(CallError::Remote(e)) if e.kind == RemoteErrorKind::Returned => Err(via_err(e.message)),
+        Err(e) => Err(via_err(e.to_string())),
     }
 }
 
@@ -141,7 +261,7 @@ pub(crate) async fn connect_local(
             "the router is shutting down".to_owned(),
         ));
     }
-    let id = inner.alloc_context_id();
+    let id = opts.id.unwrap_or_else(|| inner.alloc_context_id());
     let name = opts.name.clone().unwrap_or_else(|| format!("local.{id}"));
     let proc_name = format!("spore:{name}");
     let image_err = |detail| ConnectError::Image {
@@ -286,6 +406,7 @@ pub(crate) async fn connect_local(
             id,
             ChildEntry {
                 name: name.clone().into(),
+                direct: true,
                 pid,
                 process: Some(process),
                 stderr_tail: tail,
@@ -308,6 +429,11 @@ pub(crate) async fn connect_local(
         reader_inner.stream_lost(stream_id, end.to_string());
     });
     tracing::debug!(context = %name, pid, "context started");
+    inner.context_added(&RouteAdded {
+        id,
+        name: name.clone(),
+        pid,
+    });
     Ok(Context {
         inner,
         id,

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 pub(crate) use image::Image;
 pub use local::LocalConnect;
-pub(crate) use local::connect_local;
 
 /// The first stage: a POSIX shell program run as `sh -c FIRST_STAGE NAME`.
 /// See docs/PROTOCOL.md for what it does, byte by byte.

@@ -1,0 +1,148 @@
+//! Trees of contexts: contexts started through other contexts, routes
+//! learned and forgotten on the way, loss of an intermediate.
+
+use std::time::Duration;
+
+use spore::{CallError, ConnectError, OutputStream};
+
+use spore_test_support::funcs::*;
+use spore_test_support::{Fixture, pid_alive, wait_gone};
+
+fn fixture() -> Fixture {
+    Fixture::new(env!("CARGO_BIN_EXE_spore-fixture"))
+}
+
+/// The parent pid of `pid`, from /proc.
+fn ppid(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_chain_of_three_answers_at_every_depth_and_each_parent_starts_its_child() {
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let b = router.local().via(&a).await.unwrap();
+    let before = a.bytes_written();
+    // Through the first stage: the image travels from b to c, not from here.
+    let c = router.local().first_stage(true).via(&b).await.unwrap();
+    let sent_for_c = a.bytes_written() - before;
+    assert_eq!(
+        [a.name(), b.name(), c.name()],
+        ["local.1", "local.1.local.2", "local.1.local.2.local.3"]
+    );
+    assert_eq!([a.id(), b.id(), c.id()], [1, 2, 3]);
+    for ctx in [&a, &b, &c] {
+        assert_eq!(ctx.call(add, (2, 3)).await.unwrap(), 5, "{}", ctx.name());
+    }
+    let pids = [a.pid().unwrap(), b.pid().unwrap(), c.pid().unwrap()];
+    assert_eq!(ppid(pids[0]), std::process::id());
+    assert_eq!(ppid(pids[1]), pids[0], "b is a's child");
+    assert_eq!(ppid(pids[2]), pids[1], "c is b's child");
+    assert!(
+        sent_for_c < 16 * 1024,
+        "the master sent {sent_for_c} bytes to start c: the image must come from b"
+    );
+    router.shutdown().await;
+    for pid in pids {
+        assert!(
+            wait_gone(pid, Duration::from_secs(10)).is_some(),
+            "{pid} outlived the router's shutdown"
+        );
+    }
+}
+
+#[tokio::test]
+async fn output_and_logs_of_a_grandchild_reach_the_master_under_its_name() {
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let b = router.local().via(&a).await.unwrap();
+    b.call(print_lines, (3, "deep".into())).await.unwrap();
+    b.call(eprint, ("deep on stderr".into(),)).await.unwrap();
+    let out = fx.wait_lines(
+        b.name(),
+        OutputStream::Stdout,
+        Duration::from_secs(5),
+        |l| l.len() >= 3,
+    );
+    assert_eq!(out, ["deep line 0", "deep line 1", "deep line 2"]);
+    let err = fx.wait_lines(
+        b.name(),
+        OutputStream::Stderr,
+        Duration::from_secs(5),
+        |l| l.iter().any(|l| l == "deep on stderr"),
+    );
+    assert!(err.iter().any(|l| l == "deep on stderr"), "{err:?}");
+    // Nothing of it was attributed to the intermediate.
+    assert!(fx.lines(a.name(), OutputStream::Stdout).is_empty());
+}
+
+#[tokio::test]
+async fn losing_the_intermediate_wakes_calls_below_it_and_ends_the_subtree() {
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let b = router.local().via(&a).await.unwrap();
+    let c = router.local().via(&b).await.unwrap();
+    let c_pid = c.pid().unwrap();
+    let pending = c.call_async(sleep_ms, (60_000,));
+    b.call_no_reply(exit_now, (3,)).unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .expect("the call below the lost intermediate hung")
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Disconnected { context, .. } if context == c.name()),
+        "{err}"
+    );
+    assert!(
+        wait_gone(c_pid, Duration::from_secs(5)).is_some(),
+        "c outlived its parent"
+    );
+    // Later calls fail at once; the rest of the tree is unharmed.
+    assert!(c.call(add, (1, 1)).await.is_err());
+    assert_eq!(a.call(add, (1, 1)).await.unwrap(), 2);
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_grandchild_shuts_down_on_request_and_its_parent_reaps_it() {
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let b = router.local().via(&a).await.unwrap();
+    let b_pid = b.pid().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), b.shutdown())
+        .await
+        .expect("shutdown of a grandchild hung");
+    assert!(!pid_alive(b_pid), "b still running after shutdown");
+    assert!(b.call(add, (1, 1)).await.is_err());
+    assert_eq!(a.call(add, (2, 2)).await.unwrap(), 4);
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_start_through_an_intermediate_names_both() {
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let err = router
+        .local()
+        .via(&a)
+        .name("never-fed-below")
+        .first_stage(true)
+        .connect_timeout(Duration::from_millis(1))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ConnectError::Via { .. }), "{text}");
+    assert!(
+        text.contains("local.1") && text.contains("never-fed-below") && text.contains("timed out"),
+        "{text}"
+    );
+    assert_eq!(a.call(add, (1, 2)).await.unwrap(), 3);
+    router.shutdown().await;
+}
