@@ -13,6 +13,18 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The CONTEXT column of a successful `spore ping`.
+fn pinged(out: &Output) -> Vec<String> {
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
 fn ping_without_target_uses_one_local_context() {
     let out = spore(&["ping"]);
@@ -28,14 +40,7 @@ fn ping_without_target_uses_one_local_context() {
 #[test]
 fn ping_many_and_through_the_first_stage() {
     let out = spore(&["ping", "local:3", "--first-stage"]);
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    let names: Vec<&str> = stdout
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    assert_eq!(names, ["local.1", "local.2", "local.3"]);
+    assert_eq!(pinged(&out), ["local.1", "local.2", "local.3"]);
 }
 
 #[test]
@@ -94,14 +99,7 @@ fn unknown_methods_and_empty_hops_are_refused_clearly() {
 #[test]
 fn ping_and_run_through_chains() {
     let out = spore(&["ping", "local/local/local", "--first-stage"]);
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    let names: Vec<&str> = stdout
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    assert_eq!(names, ["local.1.local.2.local.3"]);
+    assert_eq!(pinged(&out), ["local.1.local.2.local.3"]);
     let out = spore(&["run", "local/local:2", "--", "echo", "deep"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));

@@ -508,35 +508,45 @@ impl Inner {
         self.tell_parent(handles::ADD_ROUTE, added);
     }
 
-    /// The stream a route update from `src` arrived through, if `src` is
-    /// below this context. Updates from anywhere else are refused.
-    fn stream_below(&self, src: ContextId) -> Option<StreamId> {
-        let routes = self.routes.lock().unwrap();
-        routes.route(src).filter(|s| Some(*s) != routes.parent())
+    /// Decodes a route update and finds the stream it came through. Only a
+    /// context below this one may send one; anything else is logged and
+    /// refused (`None`).
+    fn route_update<T: serde::de::DeserializeOwned>(
+        &self,
+        frame: &Frame,
+        what: &str,
+    ) -> Option<(T, StreamId)> {
+        let src = frame.header.src;
+        let msg = match postcard::from_bytes(&frame.payload) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("undecodable {what} from context {src}: {e}");
+                return None;
+            }
+        };
+        let below = {
+            let routes = self.routes.lock().unwrap();
+            routes.route(src).filter(|s| Some(*s) != routes.parent())
+        };
+        if below.is_none() {
+            tracing::warn!(
+                "refused {what} from context {src}, which is not below {}",
+                self.name
+            );
+        }
+        Some((msg, below?))
     }
 
     /// ADD_ROUTE: `id` lives below the sender.
     pub(crate) fn on_add_route(self: &Arc<Self>, frame: Frame) {
-        let src = frame.header.src;
-        let added: RouteAdded = match postcard::from_bytes(&frame.payload) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!("undecodable ADD_ROUTE from context {src}: {e}");
-                return;
-            }
-        };
-        let Some(stream) = self.stream_below(src) else {
-            tracing::warn!(
-                "refused ADD_ROUTE for {} from context {src}, which is not below {}",
-                added.id,
-                self.name
-            );
+        let Some((added, stream)) = self.route_update::<RouteAdded>(&frame, "ADD_ROUTE") else {
             return;
         };
         if added.id == self.my_id || self.parent_ids.contains(&added.id) {
             tracing::warn!(
-                "refused ADD_ROUTE for {} from context {src}: that is {} or its ancestor",
+                "refused ADD_ROUTE for {} from context {}: that is {} or its ancestor",
                 added.id,
+                frame.header.src,
                 self.name
             );
             return;
@@ -552,18 +562,7 @@ impl Inner {
     /// DEL_ROUTE: contexts below the sender are gone.
     pub(crate) fn on_del_route(self: &Arc<Self>, frame: Frame) {
         let src = frame.header.src;
-        let msg: RoutesLost = match postcard::from_bytes(&frame.payload) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!("undecodable DEL_ROUTE from context {src}: {e}");
-                return;
-            }
-        };
-        let Some(stream) = self.stream_below(src) else {
-            tracing::warn!(
-                "refused DEL_ROUTE from context {src}, which is not below {}",
-                self.name
-            );
+        let Some((msg, stream)) = self.route_update::<RoutesLost>(&frame, "DEL_ROUTE") else {
             return;
         };
         // Only routes that run through the sender's stream are its to drop.
