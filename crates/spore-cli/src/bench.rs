@@ -141,37 +141,17 @@ pub async fn run(as_json: bool, quick: bool, only: &[String]) -> anyhow::Result<
     }
 
     let ctx = router.local().await?;
-    for _ in 0..s.rtt_calls / 10 {
-        ctx.call(spore::builtins::noop, ()).await?;
-    }
     if want("rtt_us") {
-        let mut rtt = Vec::with_capacity(s.rtt_calls);
-        for _ in 0..s.rtt_calls {
-            let t = Instant::now();
-            ctx.call(spore::builtins::noop, ()).await?;
-            rtt.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-        r.median("rtt_us", rtt);
+        r.median("rtt_us", rtt_samples(&ctx, s.rtt_calls).await?);
         r.median("wake_floor_us", wake_floor_us(s.rtt_calls)?);
     }
-
     for (key, n, runs) in [
         ("throughput_1mib_mbps", 1u64 << 20, s.tp1_runs),
         ("throughput_64mib_mbps", s.tp64_bytes, s.tp64_runs),
     ] {
-        if !want(key) {
-            continue;
+        if want(key) {
+            r.median(key, throughput_samples(&ctx, n, runs).await?);
         }
-        ctx.call(bench_bytes, (n,)).await?; // fill the child's cache
-        let mut v = Vec::new();
-        for _ in 0..runs {
-            let t = Instant::now();
-            let b = ctx.call(bench_bytes, (n,)).await?;
-            let secs = t.elapsed().as_secs_f64();
-            anyhow::ensure!(b.len() as u64 == n, "short reply: {} of {n} bytes", b.len());
-            v.push(n as f64 / secs / 1e6);
-        }
-        r.median(key, v);
     }
 
     let mut cps = Vec::new();
@@ -186,6 +166,19 @@ pub async fn run(as_json: bool, quick: bool, only: &[String]) -> anyhow::Result<
         cps.push(s.outstanding as f64 / t.elapsed().as_secs_f64());
     }
     r.median("calls_per_s", cps);
+
+    // Depth 3 (local/local/local): every frame crosses two intermediates.
+    if want("rtt_depth3_us") || want("throughput_1mib_depth3_mbps") {
+        let middle = router.local().via(&ctx).await?;
+        let deep = router.local().via(&middle).await?;
+        if want("rtt_depth3_us") {
+            r.median("rtt_depth3_us", rtt_samples(&deep, s.rtt_calls).await?);
+        }
+        if want("throughput_1mib_depth3_mbps") {
+            let v = throughput_samples(&deep, 1 << 20, s.tp1_runs).await?;
+            r.median("throughput_1mib_depth3_mbps", v);
+        }
+    }
     ctx.shutdown().await;
 
     let start_key = format!("start_{}_local_s", s.start_n);
@@ -242,6 +235,35 @@ pub async fn run(as_json: bool, quick: bool, only: &[String]) -> anyhow::Result<
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Round trips of a no-op call to `ctx` in µs, after a tenth as many unmeasured.
+async fn rtt_samples(ctx: &Context, n: usize) -> anyhow::Result<Vec<f64>> {
+    for _ in 0..n / 10 {
+        ctx.call(spore::builtins::noop, ()).await?;
+    }
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        ctx.call(spore::builtins::noop, ()).await?;
+        v.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(v)
+}
+
+/// MB/s of calls returning `n` bytes from `ctx`, `runs` times (the reply is
+/// built once in the child and cached, so only the transfer is measured).
+async fn throughput_samples(ctx: &Context, n: u64, runs: usize) -> anyhow::Result<Vec<f64>> {
+    ctx.call(bench_bytes, (n,)).await?;
+    let mut v = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let b = ctx.call(bench_bytes, (n,)).await?;
+        let secs = t.elapsed().as_secs_f64();
+        anyhow::ensure!(b.len() as u64 == n, "short reply: {} of {n} bytes", b.len());
+        v.push(n as f64 / secs / 1e6);
+    }
+    Ok(v)
 }
 
 /// The machine's floor for any round trip that sleeps while it waits: one

@@ -53,7 +53,9 @@ enum Command {
         command: Vec<String>,
     },
     /// Measure bootstrap time and bytes, call latency, throughput, calls per
-    /// second, 100-context start, idle memory and parent-death exit time.
+    /// second (also through a local/local/local chain), 100-context start,
+    /// idle memory and parent-death exit time, and this machine's floor for
+    /// a round trip between two threads (`wake_floor_us`).
     /// Medians with min and max.
     Bench {
         /// Print one JSON object instead of a table.

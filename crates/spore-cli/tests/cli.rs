@@ -124,6 +124,8 @@ fn bench_quick_prints_every_key_as_json() {
         "throughput_1mib_mbps",
         "throughput_64mib_mbps",
         "calls_per_s",
+        "rtt_depth3_us",
+        "throughput_1mib_depth3_mbps",
         "child_rss_kib",
         "parent_death_exit_ms",
     ] {
