@@ -133,6 +133,8 @@ KNOWN = [
     ('throughput_1mib_mbps', 'MB/s', False, None, ''),
     ('throughput_64mib_mbps', 'MB/s', False, 10, '>=10x'),
     ('calls_per_s', '1/s', False, 50, '>=50x'),
+    ('rtt_depth3_us', 'us', True, 15, '>=15x'),
+    ('throughput_1mib_depth3_mbps', 'MB/s', False, 10, '>=10x'),
     ('start_100_local_s', 's', True, 30, '>=30x'),
     ('child_rss_kib', 'KiB', True, 5, '<=1/5'),
     ('parent_death_exit_ms', 'ms', True, None, ''),

@@ -16,6 +16,8 @@ Metrics (every median metric also gets <key>_min and <key>_max):
     throughput_1mib_mbps   call returning 1 MiB of bytes, MB/s (MB = 10^6 B)
     throughput_64mib_mbps  same for 64 MiB
     calls_per_s            10 000 outstanding call_async on one context
+    rtt_depth3_us          rtt_us through local(via=local(via=local()))
+    throughput_1mib_depth3_mbps  throughput_1mib_mbps through the same chain
     start_100_local_s      start 100 local contexts, each answering one call
     child_rss_kib          VmRSS of an idle child
     parent_death_exit_ms   SIGKILL a master process; time until its child exits
@@ -198,7 +200,7 @@ def bench_bootstrap_bytes(args, router):
     return {'bootstrap_bytes': argv_bytes + marks['first_call']}, detail
 
 
-def bench_rtt(args, ctx):
+def bench_rtt(args, ctx, key='rtt_us'):
     for _ in range(args.rtt_warmup):
         ctx.call(mitogen_funcs.noop)
     times = []
@@ -208,7 +210,7 @@ def bench_rtt(args, ctx):
         t0 = now()
         call(fn)
         times.append((now() - t0) * 1e6)
-    return summarize('rtt_us', times, 1)
+    return summarize(key, times, 1)
 
 
 def bench_throughput(args, ctx, size, runs, key):
@@ -382,8 +384,8 @@ def death_master():
 
 # --------------------------------------------------------------------------
 
-METRICS = ['bootstrap', 'bytes', 'rtt', 'tp1', 'tp64', 'cps', 'start100',
-           'rss', 'death']
+METRICS = ['bootstrap', 'bytes', 'rtt', 'tp1', 'tp64', 'cps', 'depth3',
+           'start100', 'rss', 'death']
 
 KEYS = [
     ('bootstrap_local_ms', 'ms', True),
@@ -392,6 +394,8 @@ KEYS = [
     ('throughput_1mib_mbps', 'MB/s', True),
     ('throughput_64mib_mbps', 'MB/s', True),
     ('calls_per_s', 'calls/s', True),
+    ('rtt_depth3_us', 'us', True),
+    ('throughput_1mib_depth3_mbps', 'MB/s', True),
     ('start_100_local_s', 's', True),
     ('child_rss_kib', 'KiB', True),
     ('parent_death_exit_ms', 'ms', True),
@@ -478,6 +482,16 @@ def run(args):
                     result.update(bench_calls_per_s(args, ctx))
             finally:
                 shutdown_all([ctx])
+        if 'depth3' in want:
+            a = router.local()
+            b = router.local(via=a)
+            c = router.local(via=b)
+            try:
+                result.update(bench_rtt(args, c, 'rtt_depth3_us'))
+                result.update(bench_throughput(
+                    args, c, MIB, args.tp1_runs, 'throughput_1mib_depth3_mbps'))
+            finally:
+                shutdown_all([c, b, a])
         if 'rss' in want:
             result.update(bench_rss(args, router))
         if 'start100' in want:
