@@ -217,11 +217,13 @@ pub async fn run(as_json: bool, quick: bool, only: &[String]) -> anyhow::Result<
     r.median("child_rss_kib", rss);
     router.shutdown().await;
 
-    let mut death = Vec::new();
-    for _ in 0..runs("parent_death_exit_ms", s.death_runs) {
-        death.push(tokio::task::spawn_blocking(parent_death_ms).await??);
+    for (key, depth) in [("parent_death_exit_ms", 1), ("parent_death_tree_ms", 3)] {
+        let mut death = Vec::new();
+        for _ in 0..runs(key, s.death_runs) {
+            death.push(tokio::task::spawn_blocking(move || parent_death_ms(depth)).await??);
+        }
+        r.median(key, death);
     }
-    r.median("parent_death_exit_ms", death);
 
     if as_json {
         println!("{}", Value::Object(r.out));
@@ -293,48 +295,71 @@ fn wake_floor_us(n: usize) -> anyhow::Result<Vec<f64>> {
     Ok(v)
 }
 
-/// Starts `spore __bench-master` (which starts one child and prints its
-/// pid), SIGKILLs it, and measures how long its child lives on. This process
-/// is made a child subreaper first, so the orphan is re-parented here and
-/// its exit is observed exactly with waitpid.
-fn parent_death_ms() -> anyhow::Result<f64> {
+/// Starts `spore __bench-master` (which starts a chain of `depth` contexts
+/// and prints their pids), SIGKILLs it, and measures how long until every
+/// context of the chain is gone. This process is made a child subreaper
+/// first, so each orphan is re-parented here and its exit is observed
+/// exactly with waitpid.
+fn parent_death_ms(depth: usize) -> anyhow::Result<f64> {
     use rustix::process::{
         Pid, Signal, WaitOptions, getpid, kill_process, set_child_subreaper, waitpid,
     };
     set_child_subreaper(Some(getpid()))?;
     let mut master = std::process::Command::new("/proc/self/exe")
-        .arg("__bench-master")
+        .args(["__bench-master", "--depth", &depth.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
     let mut line = String::new();
     std::io::BufReader::new(master.stdout.take().expect("piped")).read_line(&mut line)?;
-    let child: i32 = match line.trim().parse() {
-        Ok(pid) => pid,
-        Err(_) => {
+    let pids: Result<Vec<i32>, _> = line.split_whitespace().map(str::parse).collect();
+    let mut tree = match pids {
+        Ok(p) if p.len() == depth => p,
+        _ => {
             let _ = master.kill();
             let _ = master.wait();
-            anyhow::bail!("bench master printed {line:?} instead of a pid");
+            anyhow::bail!("bench master printed {line:?} instead of {depth} pids");
         }
     };
-    let child = Pid::from_raw(child).ok_or_else(|| anyhow::anyhow!("bad pid {child}"))?;
     let t = Instant::now();
     kill_process(
         Pid::from_raw(master.id() as i32).expect("pid"),
         Signal::KILL,
     )?;
     master.wait()?;
-    // Re-parenting to us happened during the master's exit; now wait for the orphan.
-    waitpid(Some(child), WaitOptions::empty())?;
+    // Each context is re-parented to us when its parent dies; reap them all.
+    let deadline = t + Duration::from_secs(10);
+    while !tree.is_empty() {
+        match waitpid(None, WaitOptions::NOHANG)? {
+            Some((pid, _)) => tree.retain(|p| *p != pid.as_raw_nonzero().get()),
+            None if Instant::now() > deadline => {
+                anyhow::bail!("contexts {tree:?} outlived their master by 10 s")
+            }
+            None => std::thread::sleep(Duration::from_micros(50)),
+        }
+    }
     Ok(t.elapsed().as_secs_f64() * 1e3)
 }
 
-/// The `__bench-master` side: one child, its pid on stdout, then wait to be killed.
-pub async fn master() -> anyhow::Result<ExitCode> {
+/// The `__bench-master` side: a chain of `depth` contexts, their pids on
+/// stdout, then wait to be killed.
+pub async fn master(depth: usize) -> anyhow::Result<ExitCode> {
     let router = Router::new()?;
-    let ctx = router.local().await?;
-    ctx.call(spore::builtins::noop, ()).await?;
-    println!("{}", ctx.pid().expect("direct child"));
+    let mut chain: Vec<Context> = Vec::new();
+    for _ in 0..depth {
+        let mut connect = router.local();
+        if let Some(parent) = chain.last() {
+            connect = connect.via(parent);
+        }
+        let ctx = connect.await?;
+        ctx.call(spore::builtins::noop, ()).await?;
+        chain.push(ctx);
+    }
+    let pids: Vec<String> = chain
+        .iter()
+        .map(|c| c.pid().unwrap_or_default().to_string())
+        .collect();
+    println!("{}", pids.join(" "));
     std::future::pending::<()>().await;
     unreachable!()
 }

@@ -71,7 +71,11 @@ enum Command {
     },
     /// Internal: act as a master for the parent-death measurement.
     #[command(name = "__bench-master", hide = true)]
-    BenchMaster,
+    BenchMaster {
+        /// Length of the chain of contexts to start.
+        #[arg(long, default_value_t = 1)]
+        depth: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -107,7 +111,7 @@ fn main() -> ExitCode {
             Command::Ping { targets } => ping(&cli, targets).await,
             Command::Run { targets, command } => run(&cli, targets, command).await,
             Command::Bench { json, quick, only } => bench::run(*json, *quick, only).await,
-            Command::BenchMaster => bench::master().await,
+            Command::BenchMaster { depth } => bench::master(*depth).await,
         }
     });
     match result {

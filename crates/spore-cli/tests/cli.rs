@@ -128,6 +128,7 @@ fn bench_quick_prints_every_key_as_json() {
         "throughput_1mib_depth3_mbps",
         "child_rss_kib",
         "parent_death_exit_ms",
+        "parent_death_tree_ms",
     ] {
         for k in [key.to_owned(), format!("{key}_min"), format!("{key}_max")] {
             assert!(

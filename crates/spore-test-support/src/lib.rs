@@ -4,7 +4,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use spore::{OutputStream, Router};
 
 pub mod funcs;
@@ -114,9 +113,36 @@ pub fn proc_names(pid: u32) -> (String, String) {
     (comm.trim_end().to_owned(), cmdline.trim_end().to_owned())
 }
 
-/// Sent by the fixture's `master` mode on stdout: the child it started.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct MasterReport {
-    /// The child's pid.
-    pub child_pid: u32,
+/// Starts the fixture image as a master (`spore-fixture master`) that builds
+/// a chain of `depth` contexts (each started by the one before), and returns
+/// the master process and the pids of the chain, outermost first. Kill the
+/// master to see what happens to its tree.
+pub fn start_master(
+    image: &str,
+    first_stage: bool,
+    depth: usize,
+) -> (std::process::Child, Vec<u32>) {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(image);
+    cmd.arg("master")
+        .arg("--depth")
+        .arg(depth.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    if first_stage {
+        cmd.arg("--first-stage");
+    }
+    let mut master = cmd.spawn().expect("the fixture runs");
+    let mut line = String::new();
+    std::io::BufReader::new(master.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("the fixture master reports");
+    let pids: Vec<u32> = line
+        .strip_prefix("pids")
+        .unwrap_or_else(|| panic!("bad report {line:?}"))
+        .split_whitespace()
+        .map(|p| p.parse().unwrap_or_else(|_| panic!("bad report {line:?}")))
+        .collect();
+    assert_eq!(pids.len(), depth, "bad report {line:?}");
+    (master, pids)
 }

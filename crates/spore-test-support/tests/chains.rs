@@ -6,10 +6,22 @@ use std::time::Duration;
 use spore::{CallError, ConnectError, OutputStream};
 
 use spore_test_support::funcs::*;
-use spore_test_support::{Fixture, pid_alive, wait_gone};
+use spore_test_support::{Fixture, pid_alive, start_master, wait_gone};
 
 fn fixture() -> Fixture {
     Fixture::new(env!("CARGO_BIN_EXE_spore-fixture"))
+}
+
+/// Makes `ctx` write `frames` onto its stream to its parent, bypassing its
+/// router: what a compromised or buggy child could send.
+async fn forge(ctx: &spore::Context, frames: &[spore_proto::Frame]) {
+    let mut bytes = bytes::BytesMut::new();
+    for f in frames {
+        f.encode_into(&mut bytes);
+    }
+    ctx.call(write_raw, (serde_bytes::ByteBuf::from(bytes.to_vec()),))
+        .await
+        .unwrap();
 }
 
 /// The parent pid of `pid`, from /proc.
@@ -145,4 +157,100 @@ async fn a_failed_start_through_an_intermediate_names_both() {
     );
     assert_eq!(a.call(add, (1, 2)).await.unwrap(), 3);
     router.shutdown().await;
+}
+
+/// A child announces a context it does not have. The master believes it,
+/// but a message to that context must not bounce between the two forever:
+/// the child refuses to send it back up and answers "no route".
+#[tokio::test]
+async fn a_forged_route_cannot_make_a_message_loop() {
+    use spore_proto::messages::RouteAdded;
+    use spore_proto::{Frame, Header, handles};
+
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let forged = RouteAdded {
+        id: 77,
+        name: "forged".into(),
+        pid: 1,
+    };
+    let frame = Frame::new(
+        Header::new(0, a.id(), handles::ADD_ROUTE),
+        postcard::to_stdvec(&forged).unwrap(),
+    );
+    forge(&a, &[frame]).await;
+    let ghost = router.context(77).expect("the master learned the route");
+    assert_eq!(ghost.name(), "forged");
+    let err = tokio::time::timeout(Duration::from_secs(5), ghost.call(add, (1, 1)))
+        .await
+        .expect("the message looped instead of being refused")
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Undeliverable { reason, .. } if reason.contains("no route to 77, my ID is 1")),
+        "{err}"
+    );
+    assert_eq!(a.call(add, (1, 2)).await.unwrap(), 3);
+    router.shutdown().await;
+}
+
+/// ADD_ROUTE and DEL_ROUTE are only taken from below: a child cannot make
+/// its parent forget the parent's own parent, or claim an ancestor.
+#[tokio::test]
+async fn route_updates_that_name_an_ancestor_are_refused() {
+    use spore_proto::messages::{RouteAdded, RoutesLost};
+    use spore_proto::{Frame, Header, handles};
+
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let b = router.local().via(&a).await.unwrap();
+    // From b, to a: "a's parent (the master) lives below me", then "the
+    // master and a are gone".
+    let claim = RouteAdded {
+        id: 0,
+        name: "master?".into(),
+        pid: 1,
+    };
+    let lost = RoutesLost {
+        ids: vec![0, a.id()],
+        reason: "forged".into(),
+    };
+    let frames = [
+        Frame::new(
+            Header::new(a.id(), b.id(), handles::ADD_ROUTE),
+            postcard::to_stdvec(&claim).unwrap(),
+        ),
+        Frame::new(
+            Header::new(a.id(), b.id(), handles::DEL_ROUTE),
+            postcard::to_stdvec(&lost).unwrap(),
+        ),
+    ];
+    forge(&b, &frames).await;
+    // Everything still answers: a still routes upward to the master.
+    assert_eq!(a.call(add, (1, 2)).await.unwrap(), 3);
+    assert_eq!(b.call(add, (2, 2)).await.unwrap(), 4);
+    router.shutdown().await;
+}
+
+/// The master is SIGKILLed: every context of a 3-deep tree is gone within
+/// moments, at every depth (each sees EOF from its parent and exits).
+#[test]
+fn killing_the_master_ends_a_three_deep_tree() {
+    for first_stage in [false, true] {
+        let (mut master, pids) = start_master(env!("CARGO_BIN_EXE_spore-fixture"), first_stage, 3);
+        for &pid in &pids {
+            assert!(pid_alive(pid), "{pid} not running before the kill");
+        }
+        master.kill().unwrap();
+        master.wait().unwrap();
+        for (depth, pid) in pids.into_iter().enumerate() {
+            let gone = wait_gone(pid, Duration::from_secs(5));
+            assert!(
+                gone.is_some(),
+                "the context at depth {} (pid {pid}) survived its master (first_stage={first_stage})",
+                depth + 1
+            );
+        }
+    }
 }

@@ -1,7 +1,6 @@
 //! Lifetime and bad input: shutdown, grace, parent death, reaping,
 //! timeouts, broken first stages, corrupt and forged streams.
 
-use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,7 +9,7 @@ use spore::{CallError, ConnectError, Fault, OutputStream};
 use spore_proto::{Frame, Header, handles};
 
 use spore_test_support::funcs::*;
-use spore_test_support::{Fixture, pid_alive, pid_exists, wait_gone};
+use spore_test_support::{Fixture, pid_alive, pid_exists, start_master, wait_gone};
 
 fn fixture() -> Fixture {
     Fixture::new(env!("CARGO_BIN_EXE_spore-fixture"))
@@ -185,24 +184,8 @@ fn dropping_the_router_reaps_every_child() {
 #[test]
 fn children_exit_when_the_master_is_killed() {
     for first_stage in [false, true] {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spore-fixture"));
-        cmd.arg("master")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if first_stage {
-            cmd.arg("--first-stage");
-        }
-        let mut master = cmd.spawn().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(master.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let child: u32 = line
-            .trim()
-            .trim_start_matches("{\"child_pid\": ")
-            .trim_end_matches('}')
-            .parse()
-            .unwrap_or_else(|_| panic!("bad report {line:?}"));
+        let (mut master, pids) = start_master(env!("CARGO_BIN_EXE_spore-fixture"), first_stage, 1);
+        let child = pids[0];
         assert!(pid_alive(child));
         master.kill().unwrap();
         master.wait().unwrap();

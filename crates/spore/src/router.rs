@@ -297,7 +297,7 @@ impl Inner {
     /// Handles one decoded event from stream `from`.
     pub(crate) fn on_event(self: &Arc<Self>, ev: DecodeEvent, from: StreamId) {
         match ev {
-            DecodeEvent::Frame(f) => self.route(f),
+            DecodeEvent::Frame(f) => self.route_from(f, Some(from)),
             DecodeEvent::Oversized(h) => {
                 let reason = format!(
                     "{} (refused by {})",
@@ -319,7 +319,18 @@ impl Inner {
 
     /// Delivers `frame` locally or forwards it toward its destination.
     pub(crate) fn route(self: &Arc<Self>, frame: Frame) {
-        let hop = self.routes.lock().unwrap().next_hop(frame.header.dst);
+        self.route_from(frame, None);
+    }
+
+    /// [`Inner::route`] for a frame that arrived on stream `arrived_on`. A
+    /// frame is never sent back where it came from: a destination that both
+    /// sides think lies beyond the other (a stale or forged route) would
+    /// otherwise bounce between them forever. It gets "no route" instead.
+    fn route_from(self: &Arc<Self>, frame: Frame, arrived_on: Option<StreamId>) {
+        let hop = match self.routes.lock().unwrap().next_hop(frame.header.dst) {
+            NextHop::Stream(s) if Some(s) == arrived_on => NextHop::NoRoute,
+            hop => hop,
+        };
         match hop {
             NextHop::Local => self.deliver(frame),
             NextHop::Stream(s) => {
@@ -1121,6 +1132,17 @@ impl Router {
     /// Await the result, or call [`crate::LocalConnect::connect_blocking`].
     pub fn local(&self) -> crate::LocalConnect<'_> {
         crate::LocalConnect::new(self)
+    }
+
+    /// A handle to context `id`, if this router knows it: one it started,
+    /// directly or through another, that has not been forgotten.
+    pub fn context(&self, id: ContextId) -> Option<Context> {
+        let name = self.inner.children.lock().unwrap().get(&id)?.name.clone();
+        Some(Context {
+            inner: self.inner.clone(),
+            id,
+            name,
+        })
     }
 
     /// The limit on message size this router enforces.

@@ -1,8 +1,9 @@
 //! The image of test contexts. Run by spore's tests, not by people.
 //!
-//! `spore-fixture master [--first-stage]` acts as a master: it starts one
-//! child, prints `{"child_pid": N}` and sleeps, so a test can SIGKILL it
-//! and watch the child go.
+//! `spore-fixture master [--first-stage] [--depth N]` acts as a master: it
+//! starts a chain of N contexts (default 1; each started by the one
+//! before), prints `pids P1 P2 …` and sleeps, so a test can SIGKILL it and
+//! watch the tree go (see `spore_test_support::start_master`).
 
 use std::time::Duration;
 
@@ -13,16 +14,26 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("master") => {
+            let first_stage = args.iter().any(|a| a == "--first-stage");
+            let depth: usize = args
+                .iter()
+                .position(|a| a == "--depth")
+                .and_then(|i| args.get(i + 1)?.parse().ok())
+                .unwrap_or(1);
             let router = spore::Router::new().expect("router");
-            let ctx = router
-                .local()
-                .first_stage(args.iter().any(|a| a == "--first-stage"))
-                .connect_blocking()
-                .expect("connect");
-            let report = spore_test_support::MasterReport {
-                child_pid: ctx.pid().expect("direct child"),
-            };
-            println!("{}", serde_json_line(&report));
+            let mut chain: Vec<spore::Context> = Vec::new();
+            for _ in 0..depth {
+                let mut connect = router.local().first_stage(first_stage);
+                if let Some(parent) = chain.last() {
+                    connect = connect.via(parent);
+                }
+                chain.push(connect.connect_blocking().expect("connect"));
+            }
+            let pids: Vec<String> = chain
+                .iter()
+                .map(|c| c.pid().expect("known pid").to_string())
+                .collect();
+            println!("pids {}", pids.join(" "));
             loop {
                 std::thread::sleep(Duration::from_secs(3600));
             }
@@ -32,8 +43,4 @@ fn main() {
             std::process::exit(2);
         }
     }
-}
-
-fn serde_json_line(r: &spore_test_support::MasterReport) -> String {
-    format!("{{\"child_pid\": {}}}", r.child_pid)
 }
