@@ -254,3 +254,77 @@ fn killing_the_master_ends_a_three_deep_tree() {
         }
     }
 }
+
+/// A7: every frame's src and auth must be reached through the stream it
+/// arrived on. A child speaking for its parent, a sibling or the master,
+/// or claiming another's authority, is dropped (and logged); honest frames
+/// on the same stream still arrive, and nothing else is disturbed.
+#[tokio::test]
+async fn frames_with_a_forged_source_are_dropped_and_harm_nothing() {
+    use spore_proto::messages::{LogOrigin, LogRecord};
+    use spore_proto::{Frame, Header, handles};
+
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let b = router.local().via(&a).await.unwrap();
+    let sibling = router.local().await.unwrap();
+    let line = |src: u32, auth: u32, message: &str| {
+        let mut h = Header::new(0, src, handles::FORWARD_LOG);
+        h.auth = auth;
+        let rec = LogRecord {
+            origin: LogOrigin::Stdout,
+            level: 3,
+            target: String::new(),
+            message: message.to_owned(),
+        };
+        Frame::new(h, postcard::to_stdvec(&rec).unwrap())
+    };
+    forge(
+        &b,
+        &[
+            line(a.id(), a.id(), "forged as parent"),
+            line(sibling.id(), sibling.id(), "forged as sibling"),
+            line(0, 0, "forged as master"),
+            line(b.id(), 0, "forged authority"),
+            line(b.id(), b.id(), "honest from b"),
+        ],
+    )
+    .await;
+    // (A parent may speak for its descendants: they are reached through
+    // it, and it started them. It may not speak for its own parent.)
+    forge(
+        &a,
+        &[
+            line(0, 0, "a forged as master"),
+            line(sibling.id(), sibling.id(), "a forged as its sibling"),
+            line(a.id(), a.id(), "honest from a"),
+        ],
+    )
+    .await;
+    fx.wait_lines(
+        b.name(),
+        OutputStream::Stdout,
+        Duration::from_secs(5),
+        |l| l.iter().any(|l| l == "honest from b"),
+    );
+    fx.wait_lines(
+        a.name(),
+        OutputStream::Stdout,
+        Duration::from_secs(5),
+        |l| l.iter().any(|l| l == "honest from a"),
+    );
+    // Give anything forged time to arrive if it were going to.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let all: Vec<String> = ["master", a.name(), b.name(), sibling.name()]
+        .into_iter()
+        .flat_map(|c| fx.lines(c, OutputStream::Stdout))
+        .collect();
+    assert!(all.iter().any(|l| l == "honest from b"), "{all:?}");
+    assert!(all.iter().any(|l| l == "honest from a"), "{all:?}");
+    assert!(!all.iter().any(|l| l.contains("forged")), "{all:?}");
+    for ctx in [&a, &b, &sibling] {
+        assert_eq!(ctx.call(add, (1, 1)).await.unwrap(), 2, "{}", ctx.name());
+    }
+    router.shutdown().await;
+}

@@ -203,18 +203,24 @@ pub(crate) fn emit_output(
 ) {
     if !inner.parent_ids.is_empty() {
         // Not the master (a child's stderr, read by its parent here): the
-        // line travels up as the child's own.
-        let origin = match stream {
-            OutputStream::Stdout => LogOrigin::Stdout,
-            OutputStream::Stderr => LogOrigin::Stderr,
-        };
-        let rec = LogRecord {
-            origin,
-            level: 3,
-            target: String::new(),
-            message: line.to_owned(),
-        };
-        send_record_of(inner, id, &rec);
+        // line travels up as the child's own once the child is announced
+        // (ancestors drop frames from contexts they do not know); before
+        // that, during its start-up, as this context's log line.
+        if inner.knows_route(id) {
+            let origin = match stream {
+                OutputStream::Stdout => LogOrigin::Stdout,
+                OutputStream::Stderr => LogOrigin::Stderr,
+            };
+            let rec = LogRecord {
+                origin,
+                level: 3,
+                target: String::new(),
+                message: line.to_owned(),
+            };
+            send_record_of(inner, id, &rec);
+        } else {
+            tracing::info!(target: "spore::output", context = name, "{line}");
+        }
         return;
     }
     match &inner.output {

@@ -278,6 +278,11 @@ impl Inner {
         self.fail_all_handles(reason);
     }
 
+    /// Whether `ctx` is a descendant this context routes to.
+    pub(crate) fn knows_route(&self, ctx: ContextId) -> bool {
+        self.routes.lock().unwrap().route(ctx).is_some()
+    }
+
     pub(crate) fn add_route(&self, ctx: ContextId, stream: StreamId) {
         self.routes.lock().unwrap().add_route(ctx, stream);
     }
@@ -294,8 +299,40 @@ impl Inner {
         }
     }
 
+    /// Source verification: a frame's `src` and `auth` must both be
+    /// contexts reached through the stream it arrived on. A child cannot
+    /// speak for its parent, a sibling or this context; a parent cannot
+    /// speak for a child. Anything else is dropped and logged.
+    fn source_ok(&self, h: &Header, from: StreamId) -> bool {
+        let routes = self.routes.lock().unwrap();
+        let through = |id| matches!(routes.next_hop(id), NextHop::Stream(s) if s == from);
+        let (src_ok, auth_ok) = (through(h.src), through(h.auth));
+        drop(routes);
+        if !src_ok || !auth_ok {
+            let (what, id) = if src_ok {
+                ("auth_id", h.auth)
+            } else {
+                ("src_id", h.src)
+            };
+            tracing::warn!(
+                "{}: dropped a frame to {}:{} from stream {from}: bad {what} {id} (not reached through that stream)",
+                self.name,
+                h.dst,
+                h.handle
+            );
+        }
+        src_ok && auth_ok
+    }
+
     /// Handles one decoded event from stream `from`.
     pub(crate) fn on_event(self: &Arc<Self>, ev: DecodeEvent, from: StreamId) {
+        let header = match &ev {
+            DecodeEvent::Frame(f) => &f.header,
+            DecodeEvent::Oversized(h) => h,
+        };
+        if !self.source_ok(header, from) {
+            return;
+        }
         match ev {
             DecodeEvent::Frame(f) => self.route_from(f, Some(from)),
             DecodeEvent::Oversized(h) => {

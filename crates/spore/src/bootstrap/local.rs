@@ -415,6 +415,13 @@ pub(crate) async fn connect_local(
             },
         );
     }
+    // Announced before its first frame is read and forwarded: ancestors
+    // verify every frame's source against the routes they know.
+    inner.context_added(&RouteAdded {
+        id,
+        name: name.clone(),
+        pid,
+    });
     let reader_inner = inner.clone();
     let max = inner.settings.max_message_size;
     inner.rt.spawn(async move {
@@ -429,11 +436,6 @@ pub(crate) async fn connect_local(
         reader_inner.stream_lost(stream_id, end.to_string());
     });
     tracing::debug!(context = %name, pid, "context started");
-    inner.context_added(&RouteAdded {
-        id,
-        name: name.clone(),
-        pid,
-    });
     Ok(Context {
         inner,
         id,
