@@ -328,3 +328,41 @@ async fn frames_with_a_forged_source_are_dropped_and_harm_nothing() {
     }
     router.shutdown().await;
 }
+
+/// A child can never make its parent run code: CALL_FUNCTION is taken only
+/// from a parent. A forged call from below is refused and logged, and the
+/// function never runs.
+#[tokio::test]
+async fn a_child_cannot_make_its_parent_run_code() {
+    use spore_proto::messages::CallRequest;
+    use spore_proto::{Frame, Header, handles};
+
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let b = router.local().via(&a).await.unwrap();
+    let mut payload = postcard::to_stdvec(&CallRequest {
+        function: "spore_test_support::funcs::print_lines",
+    })
+    .unwrap();
+    payload.extend(postcard::to_stdvec(&(1u32, "pwned".to_owned())).unwrap());
+    let call = Frame::new(
+        Header::new(a.id(), b.id(), handles::CALL_FUNCTION).with_reply_to(4242),
+        payload,
+    );
+    forge(&b, &[call]).await;
+    // The master's own call runs (and proves the forged one was handled first).
+    assert_eq!(a.call(print_lines, (1, "legit".into())).await.unwrap(), 1);
+    let lines = fx.wait_lines(
+        a.name(),
+        OutputStream::Stdout,
+        Duration::from_secs(5),
+        |l| l.iter().any(|l| l == "legit line 0"),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines = [lines, fx.lines(a.name(), OutputStream::Stdout)].concat();
+    assert!(lines.iter().any(|l| l == "legit line 0"), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("pwned")), "{lines:?}");
+    assert_eq!(b.call(add, (1, 1)).await.unwrap(), 2);
+    router.shutdown().await;
+}

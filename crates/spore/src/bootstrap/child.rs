@@ -297,6 +297,19 @@ type Outcome = Result<Vec<u8>, Failure>;
 fn on_call(inner: &Arc<Inner>, frame: Frame) {
     let Some(state) = CHILD.get() else { return };
     let header = frame.header;
+    // Only a parent (or this context) may make it run code: never a child
+    // or a sibling.
+    if !inner.parent_ids.contains(&header.src) && header.src != inner.my_id {
+        let reason = format!(
+            "{} refused CALL_FUNCTION from context {}, which is not one of its parents",
+            inner.name, header.src
+        );
+        tracing::warn!("{reason}");
+        if let Some(dead) = Frame::dead_reply(&header, inner.my_id, &reason) {
+            inner.route(dead);
+        }
+        return;
+    }
     if inner.is_shutting_down() {
         let reason = format!("{} is shutting down", inner.name);
         if let Some(dead) = Frame::dead_reply(&header, inner.my_id, &reason) {
