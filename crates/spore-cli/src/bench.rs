@@ -35,6 +35,8 @@ struct Sizes {
     cps_runs: usize,
     start_n: usize,
     start_runs: usize,
+    /// Children per context at each level of the tree measurement.
+    tree_fanout: &'static [usize],
     rss_children: usize,
     death_runs: usize,
 }
@@ -49,6 +51,7 @@ const FULL: Sizes = Sizes {
     cps_runs: 5,
     start_n: 100,
     start_runs: 3,
+    tree_fanout: &[10, 10, 10],
     rss_children: 5,
     death_runs: 11,
 };
@@ -63,6 +66,7 @@ const QUICK: Sizes = Sizes {
     cps_runs: 1,
     start_n: 5,
     start_runs: 1,
+    tree_fanout: &[2, 2, 2],
     rss_children: 1,
     death_runs: 2,
 };
@@ -181,29 +185,22 @@ pub async fn run(as_json: bool, quick: bool, only: &[String]) -> anyhow::Result<
     }
     ctx.shutdown().await;
 
-    let start_key = format!("start_{}_local_s", s.start_n);
-    let mut starts = Vec::new();
-    for _ in 0..runs(&start_key, s.start_runs) {
-        let t = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..s.start_n {
-            let fut = std::future::IntoFuture::into_future(router.local());
-            tasks.spawn(async move {
-                let ctx = fut.await?;
-                ctx.call(spore::builtins::noop, ()).await?;
-                anyhow::Ok(ctx)
-            });
+    // Many contexts at once: flat (start_N_local_s), and a tree whose every
+    // level is started by the one above (tree_N_start_s, N leaves).
+    let tree_leaves: usize = s.tree_fanout.iter().product();
+    for (key, fanout) in [
+        (format!("start_{}_local_s", s.start_n), vec![s.start_n]),
+        (
+            format!("tree_{tree_leaves}_start_s"),
+            s.tree_fanout.to_vec(),
+        ),
+    ] {
+        let mut v = Vec::new();
+        for _ in 0..runs(&key, s.start_runs) {
+            v.push(start_tree(&router, &fanout).await?);
         }
-        let mut all: Vec<Context> = Vec::new();
-        while let Some(res) = tasks.join_next().await {
-            all.push(res??);
-        }
-        starts.push(t.elapsed().as_secs_f64());
-        for c in &all {
-            c.shutdown().await;
-        }
+        r.median(&key, v);
     }
-    r.median(&start_key, starts);
 
     let mut rss = Vec::new();
     for _ in 0..runs("child_rss_kib", s.rss_children) {
@@ -237,6 +234,47 @@ pub async fn run(as_json: bool, quick: bool, only: &[String]) -> anyhow::Result<
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts a tree level by level (`fanout[k]` children under every context
+/// of level `k - 1`; level 0 under this process), each context started by
+/// its parent and answering one call. Returns the seconds until the last
+/// answered, then shuts the tree down.
+async fn start_tree(router: &Router, fanout: &[usize]) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut roots: Vec<Context> = Vec::new();
+    let mut parents: Vec<Option<Context>> = vec![None];
+    for &n in fanout {
+        let mut tasks = tokio::task::JoinSet::new();
+        for parent in &parents {
+            for _ in 0..n {
+                let mut connect = router.local();
+                if let Some(p) = parent {
+                    connect = connect.via(p);
+                }
+                let fut = std::future::IntoFuture::into_future(connect);
+                tasks.spawn(async move {
+                    let ctx = fut.await?;
+                    ctx.call(spore::builtins::noop, ()).await?;
+                    anyhow::Ok(ctx)
+                });
+            }
+        }
+        let mut level = Vec::new();
+        while let Some(res) = tasks.join_next().await {
+            level.push(res??);
+        }
+        if roots.is_empty() {
+            roots = level.clone();
+        }
+        parents = level.into_iter().map(Some).collect();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    // Shutting the roots down takes their subtrees with them.
+    for c in &roots {
+        c.shutdown().await;
+    }
+    Ok(secs)
 }
 
 /// Round trips of a no-op call to `ctx` in µs, after a tenth as many unmeasured.

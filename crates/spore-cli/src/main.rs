@@ -53,7 +53,8 @@ enum Command {
         command: Vec<String>,
     },
     /// Measure bootstrap time and bytes, call latency, throughput, calls per
-    /// second (also through a local/local/local chain), 100-context start,
+    /// second (also through a local/local/local chain), 100-context start, a
+    /// 1000-leaf tree (10x10x10) start,
     /// idle memory and parent-death exit time, and this machine's floor for
     /// a round trip between two threads (`wake_floor_us`).
     /// Medians with min and max.

@@ -139,4 +139,5 @@ fn bench_quick_prints_every_key_as_json() {
     }
     assert!(v["bootstrap_bytes"].as_f64().is_some_and(|x| x > 1000.0));
     assert!(v["start_5_local_s"].as_f64().is_some());
+    assert!(v["tree_8_start_s"].as_f64().is_some());
 }
