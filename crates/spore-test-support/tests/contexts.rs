@@ -1,6 +1,6 @@
 //! Integration tests over real child processes: calls, errors, output,
 //! lifetime. Every test that starts contexts runs for both start methods
-//! (direct exec and the first stage over pipes) where it matters.
+//! (direct exec and the first stage) where it matters.
 
 use std::time::Duration;
 

@@ -1172,7 +1172,8 @@ impl Router {
     }
 
     /// A handle to context `id`, if this router knows it: one it started,
-    /// directly or through another, that has not been forgotten.
+    /// directly or through another, or one announced to it. A lost context
+    /// stays known; calls to it then fail at once.
     pub fn context(&self, id: ContextId) -> Option<Context> {
         let name = self.inner.children.lock().unwrap().get(&id)?.name.clone();
         Some(Context {

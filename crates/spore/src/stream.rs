@@ -48,7 +48,6 @@ pub(crate) struct StreamSender {
     shared: Arc<Shared>,
     /// Dropped with the last clone: tells the writer task to finish.
     _senders: Arc<SendersGone>,
-    pub(crate) bytes_written: Arc<AtomicU64>,
     done: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -158,6 +157,11 @@ impl StreamSender {
         Ok(())
     }
 
+    /// Bytes written to the stream so far (shared, live).
+    pub(crate) fn bytes_written(&self) -> Arc<AtomicU64> {
+        self.shared.bytes_written.clone()
+    }
+
     /// Gives up on the stream (its reader ended): shuts the socket both ways
     /// so a writer waiting for room stops now and the peer sees EOF, even if
     /// clones of this sender are still around.
@@ -212,7 +216,6 @@ pub(crate) fn spawn_writer(
     label: String,
 ) -> io::Result<StreamSender> {
     set_nonblocking(&fd)?;
-    let bytes_written = Arc::new(AtomicU64::new(0));
     let mut state = WriteState::default();
     if !preamble.is_empty() {
         state.out.push(preamble);
@@ -222,7 +225,7 @@ pub(crate) fn spawn_writer(
         fd,
         state: Mutex::new(state),
         wake_task: Notify::new(),
-        bytes_written: bytes_written.clone(),
+        bytes_written: Arc::default(),
         label,
     });
     let (done_tx, done) = tokio::sync::watch::channel(false);
@@ -240,7 +243,6 @@ pub(crate) fn spawn_writer(
     Ok(StreamSender {
         _senders: Arc::new(SendersGone(shared.clone())),
         shared,
-        bytes_written,
         done,
     })
 }
@@ -306,8 +308,8 @@ async fn flush_waiting(shared: &Shared) -> io::Result<()> {
                 tokio::io::Interest::WRITABLE,
             )?),
         };
-        // Wait for room; the readiness is cleared only by a write that
-        // would block, so a stale "writable" costs one retry at most.
+        // Wait for room. Clearing the readiness we were handed is safe:
+        // tokio keeps any that arrived since, and the next write tells.
         let mut guard = fd.writable().await?;
         guard.clear_ready();
     }
@@ -317,8 +319,6 @@ async fn flush_waiting(shared: &Shared) -> io::Result<()> {
 #[derive(Debug, Default)]
 struct Outbox {
     chunks: VecDeque<Bytes>,
-    len: usize,
-    headers: BytesMut,
 }
 
 impl Outbox {
@@ -331,8 +331,6 @@ impl Outbox {
     fn take(&mut self) -> Outbox {
         Outbox {
             chunks: std::mem::take(&mut self.chunks),
-            len: std::mem::take(&mut self.len),
-            headers: BytesMut::new(),
         }
     }
 
@@ -343,7 +341,6 @@ impl Outbox {
         }
         batch.chunks.append(&mut self.chunks);
         self.chunks = batch.chunks;
-        self.len += batch.len;
     }
 
     /// One `writev` of the front chunks; consumes what was written.
@@ -361,29 +358,26 @@ impl Outbox {
 
     fn push(&mut self, b: Bytes) {
         if !b.is_empty() {
-            self.len += b.len();
             self.chunks.push_back(b);
         }
     }
 
     fn push_frame(&mut self, f: Frame) {
-        self.headers.reserve(HEADER_LEN);
-        f.header.encode(&mut self.headers);
-        let h = self.headers.split().freeze();
         // Small payloads are copied next to their header: fewer iovecs.
-        if f.payload.len() <= 256 {
-            let mut joined = BytesMut::with_capacity(h.len() + f.payload.len());
-            joined.extend_from_slice(&h);
-            joined.extend_from_slice(&f.payload);
-            self.push(joined.freeze());
+        let small = f.payload.len() <= 256;
+        let mut head =
+            BytesMut::with_capacity(HEADER_LEN + if small { f.payload.len() } else { 0 });
+        f.header.encode(&mut head);
+        if small {
+            head.extend_from_slice(&f.payload);
+            self.push(head.freeze());
         } else {
-            self.push(h);
+            self.push(head.freeze());
             self.push(f.payload);
         }
     }
 
     fn consume(&mut self, mut n: usize) {
-        self.len -= n;
         while n > 0 {
             let front = self.chunks.front_mut().expect("wrote more than queued");
             if front.len() <= n {

@@ -64,7 +64,7 @@ impl<'a> LocalConnect<'a> {
         }
     }
 
-    /// Start the child through the first stage over pipes (as ssh and sudo
+    /// Start the child through the first stage over its stream (as ssh and sudo
     /// do) instead of exec'ing the image directly.
     pub fn first_stage(mut self, on: bool) -> Self {
         self.opts.first_stage = on;
@@ -73,7 +73,7 @@ impl<'a> LocalConnect<'a> {
 
     /// Whether the first stage receives the image zstd-compressed (the
     /// default, when the target has a `zstd` decoder) or raw. On this machine
-    /// raw can be faster: compressing costs more CPU than the pipe saves.
+    /// raw can be faster: compressing costs more CPU than the stream saves.
     pub fn compress(mut self, on: bool) -> Self {
         self.opts.raw_payload = !on;
         self
@@ -285,22 +285,17 @@ pub(crate) async fn connect_local(
     // under one lock, a socket lets both sides copy at once (about 3x the
     // throughput for large messages here). The child gets its end as stdin
     // and stdout, exactly as a first stage run by ssh would see pipes.
-    let (ours, theirs) =
-        std::os::unix::net::UnixStream::pair().map_err(|e| ConnectError::Spawn {
-            context: name.clone(),
-            program: "socketpair".to_owned(),
-            detail: e.to_string(),
-        })?;
-    // Large send buffers: fewer round trips through the I/O loops for large
-    // messages. Best effort; the kernel caps it at net.core.wmem_max.
-    for end in [&ours, &theirs] {
-        let _ = rustix::net::sockopt::set_socket_send_buffer_size(end, STREAM_SEND_BUFFER);
-    }
-    let theirs_too = theirs.try_clone().map_err(|e| ConnectError::Spawn {
-        context: name.clone(),
-        program: "socketpair".to_owned(),
-        detail: e.to_string(),
-    })?;
+    let socket_pair = || -> std::io::Result<_> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        // Large send buffers: fewer round trips through the I/O loops for
+        // large messages. Best effort; the kernel caps it at net.core.wmem_max.
+        for end in [&ours, &theirs] {
+            let _ = rustix::net::sockopt::set_socket_send_buffer_size(end, STREAM_SEND_BUFFER);
+        }
+        let theirs_too = theirs.try_clone()?;
+        Ok((ours, theirs, theirs_too))
+    };
+    let (ours, theirs, theirs_too) = socket_pair().map_err(|e| setup_error(&name, e))?;
     cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::from(OwnedFd::from(theirs_too)))
         .stderr(Stdio::piped());
@@ -315,14 +310,6 @@ pub(crate) async fn connect_local(
         detail: e.to_string(),
     })?;
     let pid = process.id();
-    let io_err = |stage: &'static str| {
-        let name = name.clone();
-        move |e: std::io::Error| ConnectError::Io {
-            context: name,
-            stage,
-            detail: e.to_string(),
-        }
-    };
     drop(cmd); // closes our copies of the child's ends
     let stderr: OwnedFd = process.stderr.take().expect("piped").into();
     // Named for what they are to the child: we write its stdin, read its stdout.
@@ -339,7 +326,7 @@ pub(crate) async fn connect_local(
         Ok(fds) => fds,
         Err(e) => {
             let _ = tokio::task::spawn_blocking(move || super::reap(process, Duration::ZERO)).await;
-            return Err(io_err("setup")(e));
+            return Err(setup_error(&name, e));
         }
     };
 
@@ -388,7 +375,7 @@ pub(crate) async fn connect_local(
     };
 
     let stream_id = inner.new_stream_id();
-    let bytes_written = writer.bytes_written.clone();
+    let bytes_written = writer.bytes_written();
     inner.add_stream(stream_id, writer);
     inner.add_route(id, stream_id);
     {
