@@ -50,6 +50,17 @@ pub struct RoutesLost {
     pub reason: String,
 }
 
+/// Answer to ALLOCATE_ID: the IDs `start .. start + count` now belong to
+/// the asker, to number the contexts it starts. Only the master hands them
+/// out, so IDs never collide anywhere in the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdBlock {
+    /// The first ID of the block.
+    pub start: ContextId,
+    /// How many IDs.
+    pub count: u32,
+}
+
 /// Head of a CALL_FUNCTION payload; the postcard-encoded argument tuple follows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallRequest<'a> {

@@ -187,3 +187,32 @@ pub fn write_frame(dst: u32, handle: u32, reply_to: u32, len: u32) -> Result<(),
     frame.encode_into(&mut b);
     spore::fault::write_raw_to_parent(&b)
 }
+
+/// What a context reports about a context it started itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    pub id: u32,
+    pub name: String,
+    pub pid: u32,
+}
+
+/// Starts `n` local children of this context (through the first stage when
+/// `first_stage`), checks each answers, and reports them. They stay up.
+#[spore::remote]
+pub async fn start_children(
+    n: u32,
+    first_stage: bool,
+) -> Result<Vec<Started>, Box<dyn std::error::Error + Send + Sync>> {
+    let router = spore::Router::current().ok_or("not a child context")?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let ctx = router.local().first_stage(first_stage).await?;
+        assert_eq!(ctx.call(add, (ctx.id() as i32, 1)).await?, ctx.id() as i32 + 1);
+        out.push(Started {
+            id: ctx.id(),
+            name: ctx.name().to_owned(),
+            pid: ctx.pid().unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}

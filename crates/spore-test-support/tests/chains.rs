@@ -366,3 +366,49 @@ async fn a_child_cannot_make_its_parent_run_code() {
     assert_eq!(b.call(add, (1, 1)).await.unwrap(), 2);
     router.shutdown().await;
 }
+
+#[tokio::test]
+async fn contexts_started_by_children_get_ids_from_blocks_that_never_collide() {
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let b = router.local().await.unwrap();
+    assert_eq!([a.id(), b.id()], [1, 2], "the first child is 1");
+    // a and b each start children of their own, at the same time as the
+    // master starts more: every ID is unique across the tree.
+    let from_a = a.call_async(start_children, (3, false));
+    let from_b = b.call_async(start_children, (2, true));
+    let c = router.local().await.unwrap();
+    let d = router.local().via(&a).await.unwrap();
+    let (from_a, from_b) = (from_a.await.unwrap(), from_b.await.unwrap());
+    let mut ids: Vec<u32> = [a.id(), b.id(), c.id(), d.id()]
+        .into_iter()
+        .chain(from_a.iter().chain(&from_b).map(|s| s.id))
+        .collect();
+    ids.sort_unstable();
+    let total = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "colliding IDs: {ids:?}");
+    // A child numbers its children from one block: consecutive IDs, one
+    // round trip to the master for all of them.
+    let a_ids: Vec<u32> = from_a.iter().map(|s| s.id).collect();
+    assert_eq!(a_ids, [a_ids[0], a_ids[0] + 1, a_ids[0] + 2], "{from_a:?}");
+    for s in from_a.iter() {
+        assert_eq!(s.name, format!("local.1.local.{}", s.id));
+        assert_eq!(ppid(s.pid), a.pid().unwrap(), "{} is a's child", s.name);
+    }
+    // The master learned every one of them and can call them directly.
+    for s in from_a.iter().chain(&from_b) {
+        let ctx = router.context(s.id).expect("announced to the master");
+        assert_eq!(ctx.name(), s.name);
+        assert_eq!(ctx.call(add, (s.id as i32, 0)).await.unwrap(), s.id as i32);
+    }
+    let pids: Vec<u32> = from_a.iter().chain(&from_b).map(|s| s.pid).collect();
+    router.shutdown().await;
+    for pid in pids {
+        assert!(
+            wait_gone(pid, Duration::from_secs(10)).is_some(),
+            "{pid} outlived the router's shutdown"
+        );
+    }
+}

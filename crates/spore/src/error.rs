@@ -80,6 +80,15 @@ pub enum ConnectError {
     /// The router was shut down while connecting.
     #[error("connect cancelled: {0}")]
     Aborted(String),
+    /// No ID could be had for the new context (a child asks the master for
+    /// blocks of IDs).
+    #[error("no context ID for a new context of {context}: {detail}")]
+    NoId {
+        /// The context starting the new one.
+        context: String,
+        /// Why.
+        detail: String,
+    },
     /// Starting the context through `via` failed there; `detail` is what
     /// `via` reported (its own connect error, or why it could not be asked).
     #[error("through {via}: {detail}")]

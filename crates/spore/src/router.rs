@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use spore_proto::messages::{
-    CallRequest, REPLY_ERR, REPLY_OK, RemoteError, RouteAdded, RoutesLost,
+    CallRequest, IdBlock, REPLY_ERR, REPLY_OK, RemoteError, RouteAdded, RoutesLost,
 };
 use spore_proto::routing::{NextHop, RouteTable, no_route_reason};
 use spore_proto::{ContextId, DecodeEvent, Frame, Header, MASTER_ID, handles};
@@ -25,6 +25,9 @@ use crate::stream::StreamSender;
 use crate::{ConnectError, logging};
 
 pub(crate) type StreamId = u32;
+
+/// How many context IDs the master hands out per ALLOCATE_ID request.
+pub(crate) const ID_BLOCK: u32 = 1000;
 
 /// Where a message for a local handle goes.
 pub(crate) enum Sink {
@@ -153,7 +156,10 @@ pub(crate) struct Inner {
     next_stream: AtomicU32,
     routes: Mutex<RouteTable<StreamId>>,
     pub(crate) children: Mutex<HashMap<ContextId, ChildEntry>>,
+    /// The master's next unused context ID.
     next_context: AtomicU32,
+    /// A child's unused IDs from its last ALLOCATE_ID block.
+    id_block: tokio::sync::Mutex<std::ops::Range<ContextId>>,
     pub(crate) output: Option<logging::OutputSink>,
     /// Set once, when this context starts shutting down; connects in
     /// progress watch it and abort.
@@ -189,6 +195,7 @@ impl Inner {
             routes: Mutex::new(RouteTable::new(my_id, parent_stream)),
             children: Mutex::new(HashMap::new()),
             next_context: AtomicU32::new(my_id + 1),
+            id_block: tokio::sync::Mutex::new(0..0),
             output,
             shutting_down: watch::channel(false).0,
         })
@@ -254,8 +261,75 @@ impl Inner {
         }
     }
 
-    pub(crate) fn alloc_context_id(&self) -> ContextId {
-        self.next_context.fetch_add(1, Ordering::Relaxed)
+    /// Takes `count` fresh context IDs from the master's counter; `None`
+    /// once the ID space is used up. Only the master numbers contexts.
+    fn allocate_ids(&self, count: u32) -> Option<ContextId> {
+        debug_assert!(self.is_master());
+        self.next_context
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(count))
+            .ok()
+    }
+
+    /// Whether this is the master (the root of the tree).
+    pub(crate) fn is_master(&self) -> bool {
+        self.parent_ids.is_empty()
+    }
+
+    /// An ID for a new context started by this one. The master numbers
+    /// contexts itself; any other context takes IDs from a block the master
+    /// handed it (ALLOCATE_ID), one round trip per [`ID_BLOCK`] contexts.
+    pub(crate) async fn next_context_id(self: &Arc<Self>) -> Result<ContextId, ConnectError> {
+        let exhausted = || ConnectError::NoId {
+            context: self.name.clone(),
+            detail: "the master has no context IDs left".to_owned(),
+        };
+        if self.is_master() {
+            return self.allocate_ids(1).ok_or_else(exhausted);
+        }
+        let mut block = self.id_block.lock().await;
+        if block.is_empty() {
+            let reply: PendingCall<IdBlock> = self.request(
+                MASTER_ID,
+                "master".into(),
+                handles::ALLOCATE_ID,
+                "ALLOCATE_ID",
+                Ok(Vec::new()),
+                true,
+            );
+            let got = reply.await.map_err(|e| ConnectError::NoId {
+                context: self.name.clone(),
+                detail: e.to_string(),
+            })?;
+            *block = got.start..got.start.saturating_add(got.count);
+        }
+        block.next().ok_or_else(exhausted)
+    }
+
+    /// ALLOCATE_ID, in the master: hands the asker a block of IDs.
+    pub(crate) fn on_allocate_id(self: &Arc<Self>, frame: Frame) {
+        let header = frame.header;
+        match self.allocate_ids(ID_BLOCK) {
+            Some(start) => {
+                let block = IdBlock {
+                    start,
+                    count: ID_BLOCK,
+                };
+                let payload = crate::call::encode_after(&[REPLY_OK], &block)
+                    .expect("an IdBlock always serializes");
+                self.reply(&header, payload);
+            }
+            None => self.refuse(&header, "the master has no context IDs left"),
+        }
+    }
+
+    /// Sends `payload` to the reply handle of the request `header`, if it has one.
+    pub(crate) fn reply(self: &Arc<Self>, header: &Header, payload: Vec<u8>) {
+        if header.reply_to != 0 {
+            self.route(Frame::new(
+                Header::new(header.src, self.my_id, header.reply_to),
+                payload,
+            ));
+        }
     }
 
     pub(crate) fn add_stream(&self, id: StreamId, sender: StreamSender) {
@@ -626,11 +700,16 @@ impl Inner {
         }
     }
 
-    /// Starts a call: registers the reply handle and sends the request.
-    pub(crate) fn start_call<T: DeserializeOwned>(
+    /// Sends a request to `handle` in `context` and registers a handle
+    /// for its reply (a call is a request to CALL_FUNCTION). The reply is
+    /// [`REPLY_OK`] + the value, or [`REPLY_ERR`] + a [`RemoteError`];
+    /// `function` names the request in errors.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn request<T: DeserializeOwned>(
         self: &Arc<Self>,
         context: ContextId,
         context_name: Arc<str>,
+        handle: u32,
         function: &'static str,
         args_encoded: Result<Vec<u8>, postcard::Error>,
         want_reply: bool,
@@ -652,7 +731,7 @@ impl Inner {
                 max: self.settings.max_message_size,
             });
         }
-        let mut header = Header::new(context, self.my_id, handles::CALL_FUNCTION);
+        let mut header = Header::new(context, self.my_id, handle);
         let mut wait = None;
         if want_reply {
             let handle = self.alloc_handle();
@@ -880,7 +959,8 @@ impl Context {
         &self.name
     }
 
-    /// The process ID of the context, when it is a direct child of this one.
+    /// The process ID of the context on its machine, when this router knows
+    /// it (a context it started, or one announced to it from below).
     pub fn pid(&self) -> Option<u32> {
         self.inner
             .children
@@ -931,9 +1011,10 @@ impl Context {
         function: &'static str,
         args: &A,
     ) -> PendingCall<R> {
-        self.inner.start_call(
+        self.inner.request(
             self.id,
             self.name.clone(),
+            handles::CALL_FUNCTION,
             function,
             encode_call(function, args),
             true,
@@ -943,9 +1024,10 @@ impl Context {
     /// Sends the call without asking for a reply. Errors in the remote
     /// function are logged there (and forwarded to the master's log).
     pub fn call_no_reply<F: RemoteFunction>(&self, _f: F, args: F::Args) -> Result<(), CallError> {
-        let pending: PendingCall<()> = self.inner.start_call(
+        let pending: PendingCall<()> = self.inner.request(
             self.id,
             self.name.clone(),
+            handles::CALL_FUNCTION,
             F::NAME,
             encode_call(F::NAME, &args),
             false,
@@ -1122,11 +1204,14 @@ impl RouterBuilder {
         let output = self.output.map(logging::OutputSink::start).transpose()?;
         let inner = Inner::new(identity, self.settings, handle, None, output);
         inner.add_internal(handles::FORWARD_LOG, logging::on_forward_log);
+        inner.add_internal(handles::ALLOCATE_ID, |inner, f| inner.on_allocate_id(f));
         inner.add_route_handlers();
         Ok(Router {
             inner,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            io: Some(IoThread {
+                stop: stop_tx,
+                thread,
+            }),
         })
     }
 }
@@ -1150,8 +1235,13 @@ impl RouterBuilder {
 /// ```
 pub struct Router {
     pub(crate) inner: Arc<Inner>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The I/O thread this router owns; `None` for [`Router::current`].
+    io: Option<IoThread>,
+}
+
+struct IoThread {
+    stop: oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Router {
@@ -1163,6 +1253,29 @@ impl Router {
     /// A router with custom settings.
     pub fn builder() -> RouterBuilder {
         RouterBuilder::default()
+    }
+
+    /// In a child context, a handle on that context's own router: code
+    /// running there can start contexts of its own (they become its
+    /// children, numbered from blocks of IDs the master hands out, and
+    /// announced up the tree so the master can reach them) and reach the
+    /// contexts it knows. `None` when this process is not a child context.
+    /// Dropping it changes nothing; [`Router::shutdown`] on it shuts down
+    /// the children of this context, not the context itself.
+    ///
+    /// ```no_run
+    /// #[spore::remote]
+    /// async fn start_helper() -> Result<u32, spore::ConnectError> {
+    ///     let router = spore::Router::current().expect("runs in a child context");
+    ///     let helper = router.local().await?; // a child of this context
+    ///     Ok(helper.id())
+    /// }
+    /// ```
+    pub fn current() -> Option<Router> {
+        crate::bootstrap::child::inner().map(|inner| Router {
+            inner: inner.clone(),
+            io: None,
+        })
     }
 
     /// Prepares a new local context (a child process on this machine).
@@ -1192,7 +1305,8 @@ impl Router {
     /// SHUTDOWN, then the grace period, then SIGKILL.
     pub async fn shutdown(&self) {
         let inner = self.inner.clone();
-        let _ = self.inner.rt.spawn(shutdown_all(inner)).await;
+        let owner = self.io.is_some();
+        let _ = self.inner.rt.spawn(shutdown_all(inner, owner)).await;
     }
 
     /// [`Router::shutdown`] for programs without async. Do not call it from
@@ -1200,21 +1314,28 @@ impl Router {
     pub fn shutdown_blocking(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
         let inner = self.inner.clone();
+        let owner = self.io.is_some();
         self.inner.rt.spawn(async move {
-            shutdown_all(inner).await;
+            shutdown_all(inner, owner).await;
             let _ = tx.send(());
         });
         let _ = rx.recv();
     }
 }
 
-async fn shutdown_all(inner: Arc<Inner>) {
-    inner.begin_shutdown();
+/// Shuts down every child of `inner`; `owner` (the router owning the I/O
+/// thread, not a [`Router::current`] handle) also marks the context as
+/// shutting down, so that connects in progress abort.
+async fn shutdown_all(inner: Arc<Inner>, owner: bool) {
+    if owner {
+        inner.begin_shutdown();
+    }
     let waits: Vec<watch::Receiver<Option<String>>> = inner
         .children
         .lock()
         .unwrap()
         .values()
+        .filter(|c| c.direct)
         .map(|c| c.lost.subscribe())
         .collect();
     inner.shutdown_children();
@@ -1240,13 +1361,12 @@ fn take_processes(inner: &Inner) -> Vec<std::process::Child> {
 
 impl Drop for Router {
     fn drop(&mut self) {
+        let Some(io) = self.io.take() else {
+            return;
+        };
         self.inner.begin_shutdown();
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let _ = io.stop.send(());
+        let _ = io.thread.join();
         self.inner.close_all_streams("the router was dropped");
         if let Some(output) = &self.inner.output {
             output.finish();

@@ -193,7 +193,7 @@ async fn connect_via(
             "the router is shutting down".to_owned(),
         ));
     }
-    let id = inner.alloc_context_id();
+    let id = inner.next_context_id().await?;
     let name = opts
         .name
         .clone()
@@ -261,8 +261,17 @@ pub(crate) async fn connect_local(
             "the router is shutting down".to_owned(),
         ));
     }
-    let id = opts.id.unwrap_or_else(|| inner.alloc_context_id());
-    let name = opts.name.clone().unwrap_or_else(|| format!("local.{id}"));
+    let id = match opts.id {
+        Some(id) => id,
+        None => inner.next_context_id().await?,
+    };
+    let name = opts.name.clone().unwrap_or_else(|| {
+        if inner.is_master() {
+            format!("local.{id}")
+        } else {
+            format!("{}.local.{id}", inner.name)
+        }
+    });
     let proc_name = format!("spore:{name}");
     let image_err = |detail| ConnectError::Image {
         context: name.clone(),
