@@ -153,10 +153,16 @@ impl Frame {
         if to.reply_to == 0 || to.is_dead() {
             return None;
         }
-        let header = Header::new(to.src, my_id, to.reply_to)
+        Some(Self::dead(Header::new(to.src, my_id, to.reply_to), reason))
+    }
+
+    /// A dead message to `header`'s destination, carrying `reason` (a
+    /// channel's sender closes it this way).
+    pub fn dead(header: Header, reason: &str) -> Self {
+        let header = header
             .with_reply_to(crate::handles::IS_DEAD)
             .with_encoding(Encoding::Utf8);
-        Some(Self::new(header, reason.to_owned()))
+        Self::new(header, reason.to_owned())
     }
 
     /// The reason carried by a dead message (lossy UTF-8).

@@ -216,3 +216,73 @@ pub async fn start_children(
     }
     Ok(out)
 }
+
+/// Sends `1..=n` to `out`, then closes it when `close`.
+#[spore::remote]
+pub fn send_numbers(out: spore::Sender<u32>, n: u32, close: bool) -> Result<u32, spore::SendError> {
+    for i in 1..=n {
+        out.send(&i)?;
+    }
+    if close {
+        out.close();
+    }
+    Ok(n)
+}
+
+/// Sends strings to a channel (of whatever type the receiver expects).
+#[spore::remote]
+pub fn send_strings(out: spore::Sender<String>, values: Vec<String>) -> Result<(), spore::SendError> {
+    for v in &values {
+        out.send(v)?;
+    }
+    Ok(())
+}
+
+/// Returns the context it was given, with its ID and name as seen here.
+#[spore::remote]
+pub fn echo_context(ctx: spore::Context) -> (spore::Context, u32, String) {
+    let (id, name) = (ctx.id(), ctx.name().to_owned());
+    (ctx, id, name)
+}
+
+/// Starts a child of this context and returns a handle on it.
+#[spore::remote]
+pub async fn start_child_handle() -> Result<spore::Context, spore::ConnectError> {
+    let router = spore::Router::current().expect("a child context");
+    router.local().await
+}
+
+/// A request to [`serve_echo`]: where to answer, and the value.
+pub type EchoRequest = (spore::Sender<u32>, u32);
+
+/// Starts an echo service in this context: each request is answered with
+/// its value after `delay_ms`. Returns the service's address.
+#[spore::remote]
+pub async fn serve_echo(delay_ms: u64) -> spore::Sender<EchoRequest> {
+    let router = spore::Router::current().expect("a child context");
+    let mut requests = router.receiver::<EchoRequest>();
+    let address = requests.sender();
+    tokio::spawn(async move {
+        while let Ok((reply, value)) = requests.recv().await {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            let _ = reply.send(&value);
+        }
+    });
+    address
+}
+
+/// Asks an echo service that lives in `host` and waits for the answer; the
+/// wait ends with an error if `host` is lost.
+#[spore::remote]
+pub async fn ask_echo(
+    service: spore::Sender<EchoRequest>,
+    host: spore::Context,
+    value: u32,
+) -> Result<u32, spore::RecvError> {
+    let router = spore::Router::current().expect("a child context");
+    let mut answer = router.receiver_from::<u32>(&host);
+    service
+        .send(&(answer.sender(), value))
+        .expect("a small request");
+    answer.recv().await
+}

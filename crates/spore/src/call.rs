@@ -101,10 +101,16 @@ pub fn decode_args<A: DeserializeOwned>(function: &str, bytes: &[u8]) -> Result<
             ),
         )
     };
-    match postcard::take_from_bytes::<A>(bytes) {
-        Ok((a, [])) => Ok(a),
-        Ok((_, rest)) => Err(bad(format!("{} unexpected trailing bytes", rest.len()))),
-        Err(e) => Err(bad(e.to_string())),
+    decode_exact(bytes).map_err(bad)
+}
+
+/// Decodes a `T` that must take up all of `bytes`: a payload of another
+/// type that happens to start like a `T` is refused, not half-read.
+pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(format!("{} unexpected trailing bytes", rest.len())),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -36,6 +36,7 @@ extern crate self as spore;
 mod bootstrap;
 pub mod builtins;
 mod call;
+mod channel;
 mod error;
 mod logging;
 mod pool;
@@ -44,6 +45,7 @@ mod stream;
 mod sys;
 
 pub use bootstrap::{FIRST_STAGE, LocalConnect};
+pub use channel::{Receiver, RecvError, Select, SelectCloser, SendError, Sender};
 pub use call::{CallError, RemoteFunction, RemoteResult, registered_functions};
 pub use error::ConnectError;
 pub use router::{Context, OutputLine, OutputStream, PendingCall, Router, RouterBuilder};

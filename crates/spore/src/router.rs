@@ -36,8 +36,38 @@ pub(crate) enum Sink {
         context: ContextId,
         tx: oneshot::Sender<Reply>,
     },
+    /// A [`crate::Receiver`]: every message, in order, until it is dropped
+    /// or closed. With a respondent, it ends when that context is lost.
+    Channel {
+        respondent: Option<ContextId>,
+        tx: tokio::sync::mpsc::UnboundedSender<Reply>,
+    },
     /// Built-in handler, run on the I/O loop; must be quick and never block.
     Internal(fn(&Arc<Inner>, Frame)),
+}
+
+impl Sink {
+    /// The context this sink waits on, if any.
+    fn respondent(&self) -> Option<ContextId> {
+        match self {
+            Sink::Reply { context, .. } => Some(*context),
+            Sink::Channel { respondent, .. } => *respondent,
+            Sink::Internal(_) => None,
+        }
+    }
+
+    /// Wakes whoever waits on this sink with `reason`.
+    fn fail(self, reason: &str) {
+        match self {
+            Sink::Reply { tx, .. } => {
+                let _ = tx.send(Reply::Lost(reason.to_owned()));
+            }
+            Sink::Channel { tx, .. } => {
+                let _ = tx.send(Reply::Lost(reason.to_owned()));
+            }
+            Sink::Internal(_) => {}
+        }
+    }
 }
 
 /// Registering a handle that is already registered.
@@ -158,6 +188,9 @@ pub(crate) struct Inner {
     pub(crate) children: Mutex<HashMap<ContextId, ChildEntry>>,
     /// The master's next unused context ID.
     next_context: AtomicU32,
+    /// Contexts known to be lost, with what was observed. Marked before
+    /// waiters are woken, so a waiter registered later still learns it.
+    lost: Mutex<HashMap<ContextId, String>>,
     /// A child's unused IDs from its last ALLOCATE_ID block.
     id_block: tokio::sync::Mutex<std::ops::Range<ContextId>>,
     pub(crate) output: Option<logging::OutputSink>,
@@ -196,6 +229,7 @@ impl Inner {
             children: Mutex::new(HashMap::new()),
             next_context: AtomicU32::new(my_id + 1),
             id_block: tokio::sync::Mutex::new(0..0),
+            lost: Mutex::new(HashMap::new()),
             output,
             shutting_down: watch::channel(false).0,
         })
@@ -245,7 +279,7 @@ impl Inner {
             .expect("well-known handles are registered once, at start-up");
     }
 
-    fn alloc_handle(&self) -> u32 {
+    pub(crate) fn alloc_handle(&self) -> u32 {
         loop {
             let h = self.next_handle.fetch_add(1, Ordering::Relaxed);
             if h >= handles::FIRST_DYNAMIC {
@@ -350,6 +384,11 @@ impl Inner {
         let streams = std::mem::take(&mut *self.streams.lock().unwrap());
         drop(streams);
         self.fail_all_handles(reason);
+    }
+
+    /// What was observed when `ctx` was lost, if this context knows it is.
+    pub(crate) fn lost_detail(&self, ctx: ContextId) -> Option<String> {
+        self.lost.lock().unwrap().get(&ctx).cloned()
     }
 
     /// Whether `ctx` is a descendant this context routes to.
@@ -497,6 +536,11 @@ impl Inner {
                 drop(handles);
                 let _ = tx.send(Reply::Frame(frame));
             }
+            Some(Sink::Channel { tx, .. }) => {
+                // A receiver dropped between its last poll and this
+                // message: the message is dropped with it.
+                let _ = tx.send(Reply::Frame(frame));
+            }
             None => {
                 drop(handles);
                 let reason = format!("invalid handle {handle} in {}", self.name);
@@ -550,22 +594,14 @@ impl Inner {
     /// Contexts are gone: wake every call waiting on them, mark them lost,
     /// reap the processes that are ours, and tell the parent (DEL_ROUTE).
     fn contexts_lost(self: &Arc<Self>, lost: &[ContextId], detail: &str) {
-        let mut waiters = Vec::new();
         {
-            let mut handles = self.handles.lock().unwrap();
-            let dead: Vec<u32> = handles
-                .iter()
-                .filter(|(_, s)| matches!(s, Sink::Reply { context, .. } if lost.contains(context)))
-                .map(|(h, _)| *h)
-                .collect();
-            for h in dead {
-                if let Some(Sink::Reply { tx, .. }) = handles.remove(&h) {
-                    waiters.push(tx);
-                }
+            let mut known = self.lost.lock().unwrap();
+            for id in lost {
+                known.entry(*id).or_insert_with(|| detail.to_owned());
             }
         }
-        for tx in waiters {
-            let _ = tx.send(Reply::Lost(detail.to_owned()));
+        for sink in self.take_sinks(|s| s.respondent().is_some_and(|c| lost.contains(&c))) {
+            sink.fail(detail);
         }
         // Reap our own processes first, so that whoever waits for the loss
         // (Context::shutdown, the parent's DEL_ROUTE) finds them gone.
@@ -763,23 +799,23 @@ impl Inner {
 
     /// Fails every handler registered here with a dead message (A13).
     pub(crate) fn fail_all_handles(&self, reason: &str) {
-        let sinks: Vec<Sink> = {
-            let mut handles = self.handles.lock().unwrap();
-            let replies: Vec<u32> = handles
-                .iter()
-                .filter(|(_, s)| matches!(s, Sink::Reply { .. }))
-                .map(|(h, _)| *h)
-                .collect();
-            replies
-                .into_iter()
-                .filter_map(|h| handles.remove(&h))
-                .collect()
-        };
-        for s in sinks {
-            if let Sink::Reply { tx, .. } = s {
-                let _ = tx.send(Reply::Lost(reason.to_owned()));
-            }
+        for sink in self.take_sinks(|s| !matches!(s, Sink::Internal(_))) {
+            sink.fail(reason);
         }
+    }
+
+    /// Unregisters and returns every sink matching `pred`.
+    fn take_sinks(&self, pred: impl Fn(&Sink) -> bool) -> Vec<Sink> {
+        let mut handles = self.handles.lock().unwrap();
+        let matching: Vec<u32> = handles
+            .iter()
+            .filter(|(_, s)| pred(s))
+            .map(|(h, _)| *h)
+            .collect();
+        matching
+            .into_iter()
+            .filter_map(|h| handles.remove(&h))
+            .collect()
     }
 
     /// Asks every direct child to shut down.
@@ -837,13 +873,8 @@ impl<T: DeserializeOwned> PendingCall<T> {
     pub fn wait(mut self) -> Result<T, CallError> {
         match std::mem::replace(&mut self.state, CallState::Done) {
             CallState::Waiting(w) => {
-                let CallWait {
-                    rx,
-                    context,
-                    function,
-                    ..
-                } = w;
-                finish(&context, function, rx.blocking_recv().ok())
+                let reply = w.rx.blocking_recv().ok();
+                finish(&w.inner, &w.context, w.function, reply)
             }
             CallState::Failed(e) => Err(e),
             CallState::Done => unreachable!("call_no_reply results are not awaited"),
@@ -852,6 +883,7 @@ impl<T: DeserializeOwned> PendingCall<T> {
 }
 
 fn finish<T: DeserializeOwned>(
+    inner: &Arc<Inner>,
     context: &str,
     function: &'static str,
     reply: Option<Reply>,
@@ -884,7 +916,7 @@ fn finish<T: DeserializeOwned>(
         detail,
     };
     match frame.payload.first() {
-        Some(&REPLY_OK) => postcard::from_bytes(&frame.payload[1..])
+        Some(&REPLY_OK) => decoding_with(inner, || crate::call::decode_exact(&frame.payload[1..]))
             .map_err(|e| decode_err(format!("as {}: {e}", std::any::type_name::<T>()))),
         Some(&REPLY_ERR) => match postcard::from_bytes::<RemoteError>(&frame.payload[1..]) {
             Ok(r) => Err(CallError::Remote(Box::new(r))),
@@ -903,7 +935,7 @@ impl<T: DeserializeOwned> Future for PendingCall<T> {
             CallState::Waiting(w) => match Pin::new(&mut w.rx).poll(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(r) => {
-                    let out = finish(&w.context, w.function, r.ok());
+                    let out = finish(&w.inner, &w.context, w.function, r.ok());
                     this.state = CallState::Done;
                     Poll::Ready(out)
                 }
@@ -928,10 +960,69 @@ impl<T> Drop for PendingCall<T> {
     }
 }
 
+thread_local! {
+    /// The router that [`Context`]s and [`crate::Sender`]s decoded on this
+    /// thread bind to (set while spore decodes a reply or a message).
+    static DECODING: std::cell::RefCell<Option<Arc<Inner>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `decode` with `inner` as the router that decoded handles bind to.
+pub(crate) fn decoding_with<R>(inner: &Arc<Inner>, decode: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Arc<Inner>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DECODING.set(self.0.take());
+        }
+    }
+    let _restore = Restore(DECODING.replace(Some(inner.clone())));
+    decode()
+}
+
+/// The router a handle decoded here binds to: the one decoding (see
+/// [`decoding_with`]), else this process's child context (call arguments
+/// are decoded there by generated code).
+pub(crate) fn decoding_router<E: serde::de::Error>(what: &str) -> Result<Arc<Inner>, E> {
+    DECODING
+        .with_borrow(Clone::clone)
+        .or_else(|| crate::bootstrap::child::inner().cloned())
+        .ok_or_else(|| {
+            E::custom(format!(
+                "a {what} can only be decoded by spore: in call arguments, call results \
+                 or channel messages"
+            ))
+        })
+}
+
+impl Inner {
+    /// A handle on context `id`, named as this router knows it (else as
+    /// the sender called it).
+    pub(crate) fn context_handle(self: &Arc<Self>, id: ContextId, name: &str) -> Context {
+        let known = if id == self.my_id {
+            Some(self.name.as_str().into())
+        } else {
+            self.children
+                .lock()
+                .unwrap()
+                .get(&id)
+                .map(|c| c.name.clone())
+        };
+        Context {
+            inner: self.clone(),
+            id,
+            name: known.unwrap_or_else(|| name.into()),
+        }
+    }
+}
+
 /// A handle to a context: call functions in it, shut it down.
 ///
 /// Cheap to clone. It stays valid after the context is lost; calls then fail
 /// at once with [`CallError::Undeliverable`] ("no route").
+///
+/// A `Context` can be passed in call arguments and results and in channel
+/// messages: it arrives as a handle on the same context, bound to the
+/// receiving context's router. Handles on the same context compare equal
+/// however they were obtained.
 #[derive(Clone)]
 pub struct Context {
     pub(crate) inner: Arc<Inner>,
@@ -945,6 +1036,35 @@ impl std::fmt::Debug for Context {
             .field("id", &self.id)
             .field("name", &self.name)
             .finish()
+    }
+}
+
+impl PartialEq for Context {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner) && self.id == other.id
+    }
+}
+
+impl Eq for Context {}
+
+impl std::hash::Hash for Context {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.inner).hash(state);
+        self.id.hash(state);
+    }
+}
+
+impl serde::Serialize for Context {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.id, &*self.name).serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Context {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (id, name): (ContextId, std::borrow::Cow<'de, str>) =
+            serde::Deserialize::deserialize(d)?;
+        Ok(decoding_router::<D::Error>("spore::Context")?.context_handle(id, &name))
     }
 }
 
