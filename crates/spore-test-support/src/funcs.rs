@@ -207,7 +207,10 @@ pub async fn start_children(
     let mut out = Vec::new();
     for _ in 0..n {
         let ctx = router.local().first_stage(first_stage).await?;
-        assert_eq!(ctx.call(add, (ctx.id() as i32, 1)).await?, ctx.id() as i32 + 1);
+        assert_eq!(
+            ctx.call(add, (ctx.id() as i32, 1)).await?,
+            ctx.id() as i32 + 1
+        );
         out.push(Started {
             id: ctx.id(),
             name: ctx.name().to_owned(),
@@ -231,7 +234,10 @@ pub fn send_numbers(out: spore::Sender<u32>, n: u32, close: bool) -> Result<u32,
 
 /// Sends strings to a channel (of whatever type the receiver expects).
 #[spore::remote]
-pub fn send_strings(out: spore::Sender<String>, values: Vec<String>) -> Result<(), spore::SendError> {
+pub fn send_strings(
+    out: spore::Sender<String>,
+    values: Vec<String>,
+) -> Result<(), spore::SendError> {
     for v in &values {
         out.send(v)?;
     }

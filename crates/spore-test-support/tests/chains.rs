@@ -412,3 +412,67 @@ async fn contexts_started_by_children_get_ids_from_blocks_that_never_collide() {
         );
     }
 }
+
+/// `answer` is [`ask_echo`] failing because `host` was lost.
+fn assert_lost(answer: Result<u32, CallError>, host: &spore::Context) {
+    let err = answer.expect_err("no answer can come");
+    let remote = err.remote().unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        remote.type_name.ends_with("RecvError")
+            && remote
+                .message
+                .contains(&format!("{} disconnected", host.name())),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_wait_on_a_sibling_or_a_siblings_child_wakes_when_it_is_lost() {
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let b = router.local().await.unwrap();
+    let b_child = router.local().via(&b).await.unwrap();
+    // Sibling traffic works: a asks a service living in b, and in b's child.
+    for host in [&b, &b_child] {
+        let service = host.call(serve_echo, (0,)).await.unwrap();
+        assert_eq!(
+            a.call(ask_echo, (service, host.clone(), 5)).await.unwrap(),
+            5,
+            "{}",
+            host.name()
+        );
+    }
+    // a waits on b's child, which never answers in time; b (its parent,
+    // a's sibling) dies: both are lost and a's wait ends naming b's child.
+    let slow = b_child.call(serve_echo, (60_000,)).await.unwrap();
+    let waiting = a.call_async(ask_echo, (slow, b_child.clone(), 7));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    b.call_no_reply(exit_now, (0,)).unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("a's wait on its sibling's child hung");
+    assert_lost(answer, &b_child);
+    // The sibling case: c waits on d, d dies.
+    let c = router.local().await.unwrap();
+    let d = router.local().await.unwrap();
+    let slow = d.call(serve_echo, (60_000,)).await.unwrap();
+    let waiting = c.call_async(ask_echo, (slow.clone(), d.clone(), 8));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    d.call_no_reply(exit_now, (0,)).unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("c's wait on its sibling hung");
+    assert_lost(answer, &d);
+    // A context that never talked to d asks it after its loss: the master
+    // has no route for the request, and tells the asker d is lost.
+    let e = router.local().await.unwrap();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        e.call(ask_echo, (slow, d.clone(), 9)),
+    )
+    .await
+    .expect("asking a lost context hung");
+    assert_lost(answer, &d);
+    router.shutdown().await;
+}

@@ -21,7 +21,9 @@ async fn a_sender_passed_down_the_tree_sends_values_then_closes() {
     for ctx in [&a, &b] {
         let mut rx = router.receiver::<u32>();
         assert_eq!(
-            ctx.call(send_numbers, (rx.sender(), 3, true)).await.unwrap(),
+            ctx.call(send_numbers, (rx.sender(), 3, true))
+                .await
+                .unwrap(),
             3
         );
         for want in 1..=3 {
@@ -81,7 +83,10 @@ async fn context_handles_travel_in_arguments_and_results_as_the_same_context() {
     assert_eq!(back.call(add, (2, 2)).await.unwrap(), 4);
     // A context started by a child, returned as a handle: the master calls it.
     let grandchild = a.call(start_child_handle, ()).await.unwrap();
-    assert_eq!(grandchild.name(), format!("local.1.local.{}", grandchild.id()));
+    assert_eq!(
+        grandchild.name(),
+        format!("local.1.local.{}", grandchild.id())
+    );
     assert_eq!(Some(grandchild.clone()), router.context(grandchild.id()));
     assert_eq!(grandchild.call(add, (3, 4)).await.unwrap(), 7);
     router.shutdown().await;
@@ -95,7 +100,11 @@ async fn a_receiver_waiting_on_a_lost_context_ends_naming_it() {
     let mut rx = router.receiver_from::<u32>(&a);
     a.call(send_numbers, (rx.sender(), 1, false)).await.unwrap();
     a.call_no_reply(exit_now, (0,)).unwrap();
-    assert_eq!(rx.recv().await.unwrap(), 1, "values sent before the loss arrive");
+    assert_eq!(
+        rx.recv().await.unwrap(),
+        1,
+        "values sent before the loss arrive"
+    );
     let end = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("the receiver hung after its respondent was lost")
@@ -121,10 +130,7 @@ async fn select_yields_from_every_receiver_and_oneshot_removes_each_after_it_fir
     let ky = select.add(y);
     a.call(send_numbers, (sy, 2, false)).await.unwrap();
     a.call(send_numbers, (sx, 1, false)).await.unwrap();
-    let mut got = vec![
-        select.recv().await.unwrap(),
-        select.recv().await.unwrap(),
-    ];
+    let mut got = vec![select.recv().await.unwrap(), select.recv().await.unwrap()];
     got.sort_by_key(|(k, _)| *k);
     assert_eq!(got, [(kx, Ok(1)), (ky, Ok(1))]);
     // Both fired once and are gone: y's second value is not seen here.

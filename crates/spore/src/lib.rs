@@ -45,8 +45,8 @@ mod stream;
 mod sys;
 
 pub use bootstrap::{FIRST_STAGE, LocalConnect};
-pub use channel::{Receiver, RecvError, Select, SelectCloser, SendError, Sender};
 pub use call::{CallError, RemoteFunction, RemoteResult, registered_functions};
+pub use channel::{Receiver, RecvError, Select, SelectCloser, SendError, Sender};
 pub use error::ConnectError;
 pub use router::{Context, OutputLine, OutputStream, PendingCall, Router, RouterBuilder};
 pub use spore_proto::ContextId;

@@ -185,6 +185,11 @@ pub(crate) struct Inner {
     streams: Mutex<HashMap<StreamId, StreamSender>>,
     next_stream: AtomicU32,
     routes: Mutex<RouteTable<StreamId>>,
+    /// For each stream to a child: the contexts outside that child's
+    /// subtree it sent traffic to. When one of them is lost, DEL_ROUTE goes
+    /// down that stream too, so waiters there wake (a sibling, a sibling's
+    /// child).
+    egress: Mutex<HashMap<StreamId, std::collections::HashSet<ContextId>>>,
     pub(crate) children: Mutex<HashMap<ContextId, ChildEntry>>,
     /// The master's next unused context ID.
     next_context: AtomicU32,
@@ -226,6 +231,7 @@ impl Inner {
             // Stream 0 is reserved for the parent.
             next_stream: AtomicU32::new(1),
             routes: Mutex::new(RouteTable::new(my_id, parent_stream)),
+            egress: Mutex::new(HashMap::new()),
             children: Mutex::new(HashMap::new()),
             next_context: AtomicU32::new(my_id + 1),
             id_block: tokio::sync::Mutex::new(0..0),
@@ -300,7 +306,9 @@ impl Inner {
     fn allocate_ids(&self, count: u32) -> Option<ContextId> {
         debug_assert!(self.is_master());
         self.next_context
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(count))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                n.checked_add(count)
+            })
             .ok()
     }
 
@@ -477,10 +485,23 @@ impl Inner {
     /// sides think lies beyond the other (a stale or forged route) would
     /// otherwise bounce between them forever. It gets "no route" instead.
     fn route_from(self: &Arc<Self>, frame: Frame, arrived_on: Option<StreamId>) {
-        let hop = match self.routes.lock().unwrap().next_hop(frame.header.dst) {
-            NextHop::Stream(s) if Some(s) == arrived_on => NextHop::NoRoute,
-            hop => hop,
+        let (hop, from_child) = {
+            let routes = self.routes.lock().unwrap();
+            let hop = match routes.next_hop(frame.header.dst) {
+                NextHop::Stream(s) if Some(s) == arrived_on => NextHop::NoRoute,
+                hop => hop,
+            };
+            (hop, arrived_on.filter(|s| Some(*s) != routes.parent()))
         };
+        if let (NextHop::Stream(_), Some(from)) = (hop, from_child) {
+            // Traffic from a child's subtree to a context outside it.
+            self.egress
+                .lock()
+                .unwrap()
+                .entry(from)
+                .or_default()
+                .insert(frame.header.dst);
+        }
         match hop {
             NextHop::Local => self.deliver(frame),
             NextHop::Stream(s) => {
@@ -495,8 +516,15 @@ impl Inner {
                 }
             }
             NextHop::NoRoute => {
-                let reason = no_route_reason(frame.header.dst, self.my_id);
+                let dst = frame.header.dst;
+                let reason = no_route_reason(dst, self.my_id);
                 self.refuse(&frame.header, &reason);
+                // A child's subtree talks to a context already lost: it
+                // may wait on it (without a reply handle to fail), so it
+                // learns the loss now.
+                if let (Some(from), Some(detail)) = (from_child, self.lost_detail(dst)) {
+                    self.tell_child_lost(from, vec![dst], &detail);
+                }
             }
         }
     }
@@ -567,6 +595,7 @@ impl Inner {
             sender.abort();
         }
         let lost = self.routes.lock().unwrap().drop_stream(stream);
+        self.egress.lock().unwrap().remove(&stream);
         if lost.is_empty() {
             return;
         }
@@ -588,21 +617,16 @@ impl Inner {
         if !tail.is_empty() {
             detail = format!("{detail}; last stderr lines: {}", tail.join(" | "));
         }
-        self.contexts_lost(&lost, &detail);
+        self.contexts_lost(&lost, &detail, stream);
     }
 
-    /// Contexts are gone: wake every call waiting on them, mark them lost,
-    /// reap the processes that are ours, and tell the parent (DEL_ROUTE).
-    fn contexts_lost(self: &Arc<Self>, lost: &[ContextId], detail: &str) {
-        {
-            let mut known = self.lost.lock().unwrap();
-            for id in lost {
-                known.entry(*id).or_insert_with(|| detail.to_owned());
-            }
-        }
-        for sink in self.take_sinks(|s| s.respondent().is_some_and(|c| lost.contains(&c))) {
-            sink.fail(detail);
-        }
+    /// Contexts that were reached through `stream` are gone: wake every
+    /// call waiting on them, tell the other children that talked to them,
+    /// mark them lost, reap the processes that are ours, and tell the
+    /// parent (DEL_ROUTE).
+    fn contexts_lost(self: &Arc<Self>, lost: &[ContextId], detail: &str, stream: StreamId) {
+        self.forget_lost(lost, detail, stream);
+
         // Reap our own processes first, so that whoever waits for the loss
         // (Context::shutdown, the parent's DEL_ROUTE) finds them gone.
         let processes: Vec<std::process::Child> = {
@@ -639,6 +663,67 @@ impl Inner {
         } else {
             finish();
         }
+    }
+
+    /// What every context does when it learns contexts are lost, however
+    /// it learned it: remember the loss, wake whatever waits on them, and
+    /// pass DEL_ROUTE down every child stream (except `from`, where the
+    /// news came from) whose subtree sent them traffic.
+    fn forget_lost(self: &Arc<Self>, lost: &[ContextId], detail: &str, from: StreamId) {
+        {
+            let mut known = self.lost.lock().unwrap();
+            for id in lost {
+                known.entry(*id).or_insert_with(|| detail.to_owned());
+            }
+        }
+        for sink in self.take_sinks(|s| s.respondent().is_some_and(|c| lost.contains(&c))) {
+            sink.fail(detail);
+        }
+        let mut tell: Vec<(StreamId, Vec<ContextId>)> = Vec::new();
+        for (stream, talked_to) in self.egress.lock().unwrap().iter_mut() {
+            let ids: Vec<ContextId> = lost
+                .iter()
+                .copied()
+                .filter(|id| talked_to.remove(id))
+                .collect();
+            if !ids.is_empty() && *stream != from {
+                tell.push((*stream, ids));
+            }
+        }
+        for (stream, ids) in tell {
+            self.tell_child_lost(stream, ids, detail);
+        }
+    }
+
+    /// Sends DEL_ROUTE for `ids` down `stream`, to the direct child there.
+    fn tell_child_lost(self: &Arc<Self>, stream: StreamId, ids: Vec<ContextId>, detail: &str) {
+        let Some(child) = self.direct_child_on(stream) else {
+            return;
+        };
+        let msg = RoutesLost {
+            ids,
+            reason: detail.to_owned(),
+        };
+        match postcard::to_stdvec(&msg) {
+            Ok(payload) => {
+                let _ = self.send(Frame::new(
+                    Header::new(child, self.my_id, handles::DEL_ROUTE),
+                    payload,
+                ));
+            }
+            Err(e) => tracing::error!("DEL_ROUTE for {child} did not encode: {e}"),
+        }
+    }
+
+    /// The direct child at the other end of `stream`.
+    fn direct_child_on(&self, stream: StreamId) -> Option<ContextId> {
+        let routes = self.routes.lock().unwrap();
+        self.children
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(id, c)| c.direct && routes.route(**id) == Some(stream))
+            .map(|(id, _)| *id)
     }
 
     /// Sends a route update to the parent, from this context (the master has
@@ -717,9 +802,13 @@ impl Inner {
         self.context_added(&added);
     }
 
-    /// DEL_ROUTE: contexts below the sender are gone.
+    /// DEL_ROUTE: contexts below the sender are gone, or (from the parent)
+    /// contexts elsewhere in the tree that this subtree talked to.
     pub(crate) fn on_del_route(self: &Arc<Self>, frame: Frame) {
         let src = frame.header.src;
+        if self.parent_ids.first() == Some(&src) {
+            return self.on_del_route_from_parent(&frame);
+        }
         let Some((msg, stream)) = self.route_update::<RoutesLost>(&frame, "DEL_ROUTE") else {
             return;
         };
@@ -732,7 +821,34 @@ impl Inner {
                 .collect()
         };
         if !lost.is_empty() {
-            self.contexts_lost(&lost, &msg.reason);
+            self.contexts_lost(&lost, &msg.reason, stream);
+        }
+    }
+
+    /// DEL_ROUTE from the parent: contexts outside this subtree are gone.
+    /// Nothing in the routing table changes (they were reached through the
+    /// parent); waiters wake and the news goes on down. The parent cannot
+    /// declare this context, its ancestors or its descendants lost.
+    fn on_del_route_from_parent(self: &Arc<Self>, frame: &Frame) {
+        let msg: RoutesLost = match postcard::from_bytes(&frame.payload) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("undecodable DEL_ROUTE from the parent: {e}");
+                return;
+            }
+        };
+        let (lost, parent): (Vec<ContextId>, Option<StreamId>) = {
+            let routes = self.routes.lock().unwrap();
+            let outside = |id: &ContextId| {
+                *id != self.my_id && !self.parent_ids.contains(id) && routes.route(*id).is_none()
+            };
+            (
+                msg.ids.into_iter().filter(outside).collect(),
+                routes.parent(),
+            )
+        };
+        if let (false, Some(parent)) = (lost.is_empty(), parent) {
+            self.forget_lost(&lost, &msg.reason, parent);
         }
     }
 
