@@ -24,6 +24,9 @@ pub struct ChildConfig {
     /// How long a child waits for running calls after SHUTDOWN before it
     /// exits anyway, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// Unidirectional routing: messages from one child's subtree to
+    /// another's are refused. Inherited by every descendant.
+    pub unidirectional: bool,
     /// The parent's build identity; the child refuses to run on a mismatch.
     pub build_id: String,
 }

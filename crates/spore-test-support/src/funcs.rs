@@ -292,3 +292,9 @@ pub async fn ask_echo(
         .expect("a small request");
     answer.recv().await
 }
+
+/// Calls `add(1, 2)` in `ctx` from this context.
+#[spore::remote]
+pub async fn add_in(ctx: spore::Context) -> Result<i32, spore::CallError> {
+    ctx.call(add, (1, 2)).await
+}

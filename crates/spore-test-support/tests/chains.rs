@@ -476,3 +476,71 @@ async fn a_wait_on_a_sibling_or_a_siblings_child_wakes_when_it_is_lost() {
     assert_lost(answer, &d);
     router.shutdown().await;
 }
+
+/// The message of a remote error, or what the call returned instead.
+fn remote_message(r: Result<i32, CallError>) -> String {
+    match r {
+        Err(CallError::Remote(e)) => e.message,
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_child_cannot_make_its_sibling_run_code() {
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let b = router.local().await.unwrap();
+    let msg = remote_message(a.call(add_in, (b.clone(),)).await);
+    assert!(
+        msg.contains(
+            "local.2 refused CALL_FUNCTION from context 1, which is not one of its parents"
+        ),
+        "{msg}"
+    );
+    // Its own child it can call.
+    let a_child = router.local().via(&a).await.unwrap();
+    assert_eq!(a.call(add_in, (a_child,)).await.unwrap(), 3);
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn unidirectional_mode_refuses_sibling_traffic_at_every_level() {
+    let fx = fixture();
+    let router = fx.builder().unidirectional(true).build().unwrap();
+    let a = router.local().await.unwrap();
+    let b = router.local().await.unwrap();
+    let a1 = router.local().via(&a).await.unwrap();
+    let a2 = router.local().via(&a).await.unwrap();
+    let msg = remote_message(a.call(add_in, (b.clone(),)).await);
+    assert!(
+        msg.contains("message from local.1 to local.2 refused by unidirectional routing in master"),
+        "{msg}"
+    );
+    // Inherited: a refuses traffic between its own children.
+    let msg = remote_message(a1.call(add_in, (a2.clone(),)).await);
+    assert!(
+        msg.contains(&format!(
+            "message from {} to {} refused by unidirectional routing in local.1",
+            a1.name(),
+            a2.name()
+        )),
+        "{msg}"
+    );
+    // Channels too: a sibling's service is out of reach, and the asker
+    // is not left waiting forever once the service's host is gone.
+    let service = b.call(serve_echo, (0,)).await.unwrap();
+    let asking = a.call_async(ask_echo, (service, b.clone(), 1));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    b.shutdown().await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), asking)
+        .await
+        .expect("the refused request left the asker hanging");
+    assert_lost(answer, &b);
+    // Down the tree and up to the master everything works.
+    assert_eq!(a.call(add_in, (a1.clone(),)).await.unwrap(), 3);
+    for ctx in [&a, &a1, &a2] {
+        assert_eq!(ctx.call(add, (1, 1)).await.unwrap(), 2);
+    }
+    router.shutdown().await;
+}

@@ -120,6 +120,7 @@ pub(crate) struct Settings {
     pub(crate) connect_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) debug: bool,
+    pub(crate) unidirectional: bool,
     pub(crate) image: Option<PathBuf>,
 }
 
@@ -130,6 +131,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             debug: false,
+            unidirectional: false,
             image: None,
         }
     }
@@ -485,13 +487,18 @@ impl Inner {
     /// sides think lies beyond the other (a stale or forged route) would
     /// otherwise bounce between them forever. It gets "no route" instead.
     fn route_from(self: &Arc<Self>, frame: Frame, arrived_on: Option<StreamId>) {
-        let (hop, from_child) = {
+        let (hop, from_child, to_child) = {
             let routes = self.routes.lock().unwrap();
             let hop = match routes.next_hop(frame.header.dst) {
                 NextHop::Stream(s) if Some(s) == arrived_on => NextHop::NoRoute,
                 hop => hop,
             };
-            (hop, arrived_on.filter(|s| Some(*s) != routes.parent()))
+            let to_child = matches!(hop, NextHop::Stream(s) if Some(s) != routes.parent());
+            (
+                hop,
+                arrived_on.filter(|s| Some(*s) != routes.parent()),
+                to_child,
+            )
         };
         if let (NextHop::Stream(_), Some(from)) = (hop, from_child) {
             // Traffic from a child's subtree to a context outside it.
@@ -501,6 +508,9 @@ impl Inner {
                 .entry(from)
                 .or_default()
                 .insert(frame.header.dst);
+        }
+        if self.settings.unidirectional && from_child.is_some() && to_child {
+            return self.refuse_sideways(&frame.header);
         }
         match hop {
             NextHop::Local => self.deliver(frame),
@@ -527,6 +537,18 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Unidirectional mode: a message from one child's subtree to another's.
+    fn refuse_sideways(self: &Arc<Self>, header: &Header) {
+        let reason = format!(
+            "message from {} to {} refused by unidirectional routing in {}",
+            self.context_name(header.src),
+            self.context_name(header.dst),
+            self.name
+        );
+        tracing::warn!("{reason}");
+        self.refuse(header, &reason);
     }
 
     /// Answers an undeliverable message with a dead message, if it wants one.
@@ -1394,6 +1416,16 @@ impl RouterBuilder {
     /// Debug mode: remote errors carry backtraces.
     pub fn debug(mut self, on: bool) -> Self {
         self.settings.debug = on;
+        self
+    }
+
+    /// Unidirectional mode: contexts cannot reach their siblings or
+    /// anything in a sibling's subtree, only their ancestors and their own
+    /// descendants. Such messages are refused (with a dead reply naming
+    /// source, destination and the refusing context) and logged. Every
+    /// context of the tree inherits the mode (default off).
+    pub fn unidirectional(mut self, on: bool) -> Self {
+        self.settings.unidirectional = on;
         self
     }
 

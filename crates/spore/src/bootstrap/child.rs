@@ -150,6 +150,7 @@ pub(crate) fn run() -> ! {
         max_message_size: cfg.max_message_size,
         shutdown_grace: Duration::from_millis(cfg.shutdown_grace_ms),
         debug: cfg.debug,
+        unidirectional: cfg.unidirectional,
         ..Settings::default()
     };
     let identity = Identity {

@@ -499,6 +499,7 @@ async fn handshake(
         log_level: crate::logging::current_level(),
         max_message_size: inner.settings.max_message_size,
         debug: inner.settings.debug,
+        unidirectional: inner.settings.unidirectional,
         shutdown_grace_ms: inner.settings.shutdown_grace.as_millis() as u64,
         build_id: crate::build_id(),
     };
