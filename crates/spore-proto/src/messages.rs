@@ -70,7 +70,15 @@ pub struct CallRequest<'a> {
     /// Registered name of the function (`module::path::fn`).
     #[serde(borrow)]
     pub function: &'a str,
+    /// The pipelined call chain this call belongs to, if any: calls of one
+    /// chain (from one caller) run in order, and after one fails every
+    /// later one fails with its error until the chain is reset.
+    pub chain: Option<u64>,
 }
+
+/// The function name that, called in a chain, resets it (clears its stored
+/// error) instead of running anything.
+pub const RESET_CHAIN: &str = "spore::reset_chain";
 
 /// First byte of a call reply: the encoded result follows.
 pub const REPLY_OK: u8 = 0;
@@ -145,7 +153,11 @@ mod tests {
 
     #[test]
     fn call_request_borrows_and_leaves_the_arguments() {
-        let mut buf = postcard::to_stdvec(&CallRequest { function: "m::f" }).unwrap();
+        let mut buf = postcard::to_stdvec(&CallRequest {
+            function: "m::f",
+            chain: None,
+        })
+        .unwrap();
         buf.extend_from_slice(&[1, 2, 3]);
         let (req, rest): (CallRequest, _) = postcard::take_from_bytes(&buf).unwrap();
         assert_eq!(req.function, "m::f");

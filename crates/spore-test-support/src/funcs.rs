@@ -298,3 +298,24 @@ pub async fn ask_echo(
 pub async fn add_in(ctx: spore::Context) -> Result<i32, spore::CallError> {
     ctx.call(add, (1, 2)).await
 }
+
+static STEPS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Records `tag` in this context's step log after `delay_ms`; fails instead
+/// when `fail`.
+#[spore::remote]
+pub fn push_step(tag: String, delay_ms: u64, fail: bool) -> Result<(), String> {
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    STEPS.lock().unwrap().push(tag.clone());
+    if fail {
+        Err(format!("step {tag} failed"))
+    } else {
+        Ok(())
+    }
+}
+
+/// The step log of this context.
+#[spore::remote]
+pub fn steps() -> Vec<String> {
+    STEPS.lock().unwrap().clone()
+}

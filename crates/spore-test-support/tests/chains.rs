@@ -342,6 +342,7 @@ async fn a_child_cannot_make_its_parent_run_code() {
     let a = router.local().await.unwrap();
     let b = router.local().via(&a).await.unwrap();
     let mut payload = postcard::to_stdvec(&CallRequest {
+        chain: None,
         function: "spore_test_support::funcs::print_lines",
     })
     .unwrap();

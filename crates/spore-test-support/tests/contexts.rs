@@ -286,3 +286,49 @@ async fn large_replies_arrive_intact() {
     assert_eq!(n, 8 << 20);
     router.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_call_chain_runs_in_order_and_its_first_error_sticks_until_reset() {
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let chain = a.chain();
+    // The first step is slow: the chain still runs them in order.
+    chain
+        .call_no_reply(push_step, ("one".into(), 50, false))
+        .unwrap();
+    chain
+        .call_no_reply(push_step, ("two".into(), 0, true))
+        .unwrap();
+    chain
+        .call_no_reply(push_step, ("three".into(), 0, false))
+        .unwrap();
+    let err = chain
+        .call(push_step, ("four".into(), 0, false))
+        .await
+        .unwrap_err();
+    let remote = err.remote().unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        remote.function.ends_with("::push_step") && remote.message == "step two failed",
+        "{err}"
+    );
+    // Other chains and plain calls are unaffected.
+    a.chain()
+        .call(push_step, ("five".into(), 0, false))
+        .await
+        .unwrap();
+    a.call(push_step, ("six".into(), 0, false)).await.unwrap();
+    // Still stuck until reset; after it, the chain runs again.
+    assert!(chain.call(add, (1, 1)).await.is_err());
+    chain.reset().await.unwrap();
+    assert_eq!(chain.call(add, (1, 1)).await.unwrap(), 2);
+    chain
+        .call(push_step, ("seven".into(), 0, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.call(steps, ()).await.unwrap(),
+        ["one", "two", "five", "six", "seven"]
+    );
+    router.shutdown().await;
+}

@@ -480,6 +480,7 @@ fn drive_first_stage_by_hand(
     const REPLY_TO: u32 = 5000;
     const SIZE: u64 = 1 << 20;
     let mut payload = postcard::to_stdvec(&spore_proto::messages::CallRequest {
+        chain: None,
         function: "spore_test_support::funcs::bytes_of",
     })
     .unwrap();

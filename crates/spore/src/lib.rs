@@ -36,6 +36,7 @@ extern crate self as spore;
 mod bootstrap;
 pub mod builtins;
 mod call;
+mod call_chain;
 mod channel;
 mod error;
 mod logging;
@@ -46,6 +47,7 @@ mod sys;
 
 pub use bootstrap::{FIRST_STAGE, LocalConnect};
 pub use call::{CallError, RemoteFunction, RemoteResult, registered_functions};
+pub use call_chain::CallChain;
 pub use channel::{Receiver, RecvError, Select, SelectCloser, SendError, Sender};
 pub use error::ConnectError;
 pub use router::{Context, OutputLine, OutputStream, PendingCall, Router, RouterBuilder};

@@ -198,6 +198,8 @@ pub(crate) struct Inner {
     /// Contexts known to be lost, with what was observed. Marked before
     /// waiters are woken, so a waiter registered later still learns it.
     lost: Mutex<HashMap<ContextId, String>>,
+    /// The next pipelined call chain's ID.
+    pub(crate) next_chain: AtomicU64,
     /// A child's unused IDs from its last ALLOCATE_ID block.
     id_block: tokio::sync::Mutex<std::ops::Range<ContextId>>,
     pub(crate) output: Option<logging::OutputSink>,
@@ -237,6 +239,7 @@ impl Inner {
             children: Mutex::new(HashMap::new()),
             next_context: AtomicU32::new(my_id + 1),
             id_block: tokio::sync::Mutex::new(0..0),
+            next_chain: AtomicU64::new(1),
             lost: Mutex::new(HashMap::new()),
             output,
             shutting_down: watch::channel(false).0,
@@ -998,6 +1001,16 @@ pub struct PendingCall<T> {
     _out: PhantomData<fn() -> T>,
 }
 
+impl<T> PendingCall<T> {
+    /// For a call sent without a reply handle: whether it went out.
+    pub(crate) fn sent(self) -> Result<(), CallError> {
+        match &self.state {
+            CallState::Failed(e) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl<T: DeserializeOwned> PendingCall<T> {
     fn failed(e: CallError) -> Self {
         Self {
@@ -1274,7 +1287,7 @@ impl Context {
             self.name.clone(),
             handles::CALL_FUNCTION,
             function,
-            encode_call(function, args),
+            encode_call(function, None, args),
             true,
         )
     }
@@ -1287,13 +1300,10 @@ impl Context {
             self.name.clone(),
             handles::CALL_FUNCTION,
             F::NAME,
-            encode_call(F::NAME, &args),
+            encode_call(F::NAME, None, &args),
             false,
         );
-        match pending.state {
-            CallState::Failed(ref e) => Err(e.clone()),
-            _ => Ok(()),
-        }
+        pending.sent()
     }
 
     /// [`Context::call`] for programs without async: blocks this thread.
@@ -1379,8 +1389,13 @@ impl Context {
     }
 }
 
-fn encode_call<A: serde::Serialize>(function: &str, args: &A) -> Result<Vec<u8>, postcard::Error> {
-    let head = postcard::to_stdvec(&CallRequest { function })?;
+/// A CALL_FUNCTION payload: the request head, then the argument tuple.
+pub(crate) fn encode_call<A: serde::Serialize>(
+    function: &str,
+    chain: Option<u64>,
+    args: &A,
+) -> Result<Vec<u8>, postcard::Error> {
+    let head = postcard::to_stdvec(&CallRequest { function, chain })?;
     crate::call::encode_after(&head, args)
 }
 

@@ -2,19 +2,20 @@
 //! as a context. It never returns.
 
 use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use spore_proto::messages::{
-    CallRequest, ChildConfig, LogOrigin, LogRecord, RemoteError, RemoteErrorKind,
+    CallRequest, ChildConfig, LogOrigin, LogRecord, RESET_CHAIN, RemoteError, RemoteErrorKind,
 };
-use spore_proto::{Frame, HEADER_LEN, Header, handles};
+use spore_proto::{ContextId, Frame, HEADER_LEN, Header, handles};
 use tokio::sync::Notify;
 
 use crate::call::{self, Failure, Invoke, failure};
@@ -34,6 +35,8 @@ struct ChildState {
     pool: CallPool,
     inflight: AtomicUsize,
     idle: Notify,
+    /// Pipelined call chains with calls queued or a stored error.
+    chains: Mutex<HashMap<ChainKey, Chain>>,
     cfg: ChildConfig,
 }
 
@@ -180,6 +183,7 @@ pub(crate) fn run() -> ! {
         ),
         inflight: AtomicUsize::new(0),
         idle: Notify::new(),
+        chains: Mutex::new(HashMap::new()),
         cfg,
     };
     if CHILD.set(state).is_err() {
@@ -294,7 +298,27 @@ fn in_call<R>(f: impl FnOnce() -> R) -> R {
 
 type Outcome = Result<Vec<u8>, Failure>;
 
-/// CALL_FUNCTION: look the function up and run it off the I/O loop.
+/// A call accepted for running.
+struct Job {
+    header: Header,
+    function: String,
+    args: Bytes,
+}
+
+/// A pipelined chain: its caller and its ID.
+type ChainKey = (ContextId, u64);
+
+/// The calls of one chain, run one at a time in arrival order.
+#[derive(Default)]
+struct Chain {
+    running: bool,
+    /// The first failure since the last reset: every later call fails with it.
+    error: Option<Failure>,
+    queue: VecDeque<Job>,
+}
+
+/// CALL_FUNCTION: check the caller, then run the function off the I/O loop
+/// (in its chain's order, if it belongs to one).
 fn on_call(inner: &Arc<Inner>, frame: Frame) {
     let Some(state) = CHILD.get() else { return };
     let header = frame.header;
@@ -318,10 +342,15 @@ fn on_call(inner: &Arc<Inner>, frame: Frame) {
         }
         return;
     }
-    let (function, args) = match postcard::take_from_bytes::<CallRequest>(&frame.payload) {
+    let (job, chain) = match postcard::take_from_bytes::<CallRequest>(&frame.payload) {
         Ok((req, rest)) => {
             let offset = frame.payload.len() - rest.len();
-            (req.function.to_owned(), frame.payload.slice(offset..))
+            let job = Job {
+                header,
+                function: req.function.to_owned(),
+                args: frame.payload.slice(offset..),
+            };
+            (job, req.chain)
         }
         Err(e) => {
             let f = failure(
@@ -333,14 +362,89 @@ fn on_call(inner: &Arc<Inner>, frame: Frame) {
             return;
         }
     };
+    let Some(chain) = chain else {
+        return run_job(inner, job, None);
+    };
+    let key = (header.src, chain);
+    let start = {
+        let mut chains = state.chains.lock().unwrap();
+        let entry = chains.entry(key).or_default();
+        entry.queue.push_back(job);
+        !std::mem::replace(&mut entry.running, true)
+    };
+    if start {
+        advance_chain(inner, key, None);
+    }
+}
+
+/// What to do with the next call of a chain.
+enum ChainStep {
+    Run(Job),
+    Fail(Job, Failure),
+    Reset(Job),
+}
+
+/// Moves chain `key` on after its running call ended (with `failed`, if it
+/// failed) or when its first call arrives: replies at once to calls that
+/// fail with the chain's stored error or reset it, and starts the next one
+/// that must run.
+fn advance_chain(inner: &Arc<Inner>, key: ChainKey, mut failed: Option<Failure>) {
+    let Some(state) = CHILD.get() else { return };
+    loop {
+        let step = {
+            let mut chains = state.chains.lock().unwrap();
+            let Some(chain) = chains.get_mut(&key) else {
+                return;
+            };
+            if let Some(f) = failed.take() {
+                chain.error.get_or_insert(f);
+            }
+            match chain.queue.pop_front() {
+                None => {
+                    chain.running = false;
+                    if chain.error.is_none() {
+                        chains.remove(&key);
+                    }
+                    return;
+                }
+                Some(job) if job.function == RESET_CHAIN => {
+                    chain.error = None;
+                    ChainStep::Reset(job)
+                }
+                Some(job) => match &chain.error {
+                    Some(e) => ChainStep::Fail(job, e.clone()),
+                    None => ChainStep::Run(job),
+                },
+            }
+        };
+        match step {
+            ChainStep::Run(job) => return run_job(inner, job, Some(key)),
+            ChainStep::Fail(job, e) => reply(inner, &job.header, &job.function, Err(e)),
+            ChainStep::Reset(job) => {
+                let ok = call::encode_value(()).expect("() always serializes");
+                reply(inner, &job.header, RESET_CHAIN, Ok(ok));
+            }
+        }
+    }
+}
+
+/// Looks the function up and runs it: blocking functions on the pool,
+/// async ones on the worker runtime.
+fn run_job(inner: &Arc<Inner>, job: Job, chain: Option<ChainKey>) {
+    let Some(state) = CHILD.get() else { return };
+    let Job {
+        header,
+        function,
+        args,
+    } = job;
     let Some(entry) = call::lookup(&function) else {
         let f = failure(
             RemoteErrorKind::NoSuchFunction,
             "NoSuchFunction",
             format!("no such function {function} in {}", inner.name),
         );
-        reply(inner, &header, &function, Err(f));
-        return;
+        state.inflight.fetch_add(1, Ordering::SeqCst);
+        return finish_call(inner, &header, &function, Err(f), chain);
     };
     let worker = inner
         .worker
@@ -353,14 +457,14 @@ fn on_call(inner: &Arc<Inner>, frame: Frame) {
             let f = *f;
             state.pool.submit(move || {
                 let out = in_call(|| std::panic::catch_unwind(AssertUnwindSafe(|| f(&args))));
-                finish_call(&inner, &header, &function, flatten(out));
+                finish_call(&inner, &header, &function, flatten(out), chain);
             });
         }
         Invoke::Async(f) => {
             let fut = f(args);
             worker.spawn(async move {
                 let out = AssertUnwindSafe(InCall(fut)).catch_unwind().await;
-                finish_call(&inner, &header, &function, flatten(out));
+                finish_call(&inner, &header, &function, flatten(out), chain);
             });
         }
     }
@@ -387,8 +491,22 @@ fn flatten(out: std::thread::Result<Result<Vec<u8>, Failure>>) -> Outcome {
     }
 }
 
-fn finish_call(inner: &Arc<Inner>, header: &Header, function: &str, out: Outcome) {
+fn finish_call(
+    inner: &Arc<Inner>,
+    header: &Header,
+    function: &str,
+    out: Outcome,
+    chain: Option<ChainKey>,
+) {
+    let out = out.map_err(|f| Box::new(located(inner, function, *f)));
+    let failed = match (&out, chain) {
+        (Err(f), Some(_)) => Some(f.clone()),
+        _ => None,
+    };
     reply(inner, header, function, out);
+    if let Some(key) = chain {
+        advance_chain(inner, key, failed);
+    }
     if let Some(state) = CHILD.get() {
         if state.inflight.fetch_sub(1, Ordering::SeqCst) == 1 {
             state.idle.notify_waiters();
@@ -434,11 +552,20 @@ fn reply(inner: &Arc<Inner>, header: &Header, function: &str, out: Outcome) {
     inner.route(frame);
 }
 
-/// Fills in where a failure happened.
+/// Fills in where a failure happened, unless it already says (a chain's
+/// stored error names the call that failed).
 fn located(inner: &Inner, function: &str, f: RemoteError) -> RemoteError {
     RemoteError {
-        context: inner.name.clone(),
-        function: function.to_owned(),
+        context: if f.context.is_empty() {
+            inner.name.clone()
+        } else {
+            f.context
+        },
+        function: if f.function.is_empty() {
+            function.to_owned()
+        } else {
+            f.function
+        },
         ..f
     }
 }
