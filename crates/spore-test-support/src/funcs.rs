@@ -319,3 +319,10 @@ pub fn push_step(tag: String, delay_ms: u64, fail: bool) -> Result<(), String> {
 pub fn steps() -> Vec<String> {
     STEPS.lock().unwrap().clone()
 }
+
+/// Writes this context's pid to `path` after `delay_ms`.
+#[spore::remote]
+pub fn write_pid_after(path: String, delay_ms: u64) -> Result<(), std::io::Error> {
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    std::fs::write(path, std::process::id().to_string())
+}

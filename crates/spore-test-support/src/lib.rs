@@ -122,16 +122,27 @@ pub fn start_master(
     first_stage: bool,
     depth: usize,
 ) -> (std::process::Child, Vec<u32>) {
+    start_master_with(
+        image,
+        depth,
+        if first_stage { &["--first-stage"] } else { &[] },
+    )
+}
+
+/// [`start_master`] with more arguments for `spore-fixture master`.
+pub fn start_master_with(
+    image: &str,
+    depth: usize,
+    args: &[&str],
+) -> (std::process::Child, Vec<u32>) {
     use std::io::BufRead;
     let mut cmd = std::process::Command::new(image);
     cmd.arg("master")
         .arg("--depth")
         .arg(depth.to_string())
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit());
-    if first_stage {
-        cmd.arg("--first-stage");
-    }
     let mut master = cmd.spawn().expect("the fixture runs");
     let mut line = String::new();
     std::io::BufReader::new(master.stdout.take().expect("piped"))

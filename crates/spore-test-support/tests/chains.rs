@@ -545,3 +545,37 @@ async fn unidirectional_mode_refuses_sibling_traffic_at_every_level() {
     }
     router.shutdown().await;
 }
+
+#[test]
+fn a_detached_context_survives_its_master_and_ends_after_its_work() {
+    let dir = std::env::temp_dir().join(format!("spore-detach-{}", std::process::id()));
+    let _ = std::fs::remove_file(&dir);
+    let path = dir.to_str().unwrap();
+    // The master starts a -> b, b detaches and starts a 300 ms job, then
+    // the master drops its router and exits.
+    let (mut master, pids) = spore_test_support::start_master_with(
+        env!("CARGO_BIN_EXE_spore-fixture"),
+        2,
+        &["--detach-last", path, "--exit"],
+    );
+    let status = master.wait().unwrap();
+    assert!(status.success(), "the master failed: {status}");
+    let (a, b) = (pids[0], pids[1]);
+    assert!(
+        wait_gone(a, Duration::from_secs(5)).is_some(),
+        "the intermediate outlived the master"
+    );
+    assert!(pid_alive(b), "the detached context died with its master");
+    // Its job finishes, then it exits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !dir.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let written = std::fs::read_to_string(&dir).expect("the detached job never finished");
+    let _ = std::fs::remove_file(&dir);
+    assert_eq!(written, b.to_string());
+    assert!(
+        wait_gone(b, Duration::from_secs(10)).is_some(),
+        "the detached context did not exit after its last call"
+    );
+}

@@ -457,6 +457,7 @@ fn drive_first_stage_by_hand(
         log_level: 0,
         max_message_size: spore_proto::DEFAULT_MAX_MESSAGE_SIZE,
         debug: false,
+        unidirectional: false,
         shutdown_grace_ms: 1000,
         build_id: spore::build_id(),
     };

@@ -48,6 +48,12 @@ pub fn facts() -> Facts {
     }
 }
 
+/// Detaches the context from its parent (see [`crate::detach`]).
+#[crate::remote]
+pub fn detach() -> std::io::Result<()> {
+    crate::detach()
+}
+
 /// Does nothing; a call of it measures the round trip.
 #[crate::remote]
 pub fn noop() {}

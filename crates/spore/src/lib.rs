@@ -102,6 +102,28 @@ pub fn init() {
     }
 }
 
+/// Detaches this child context from its parent (DETACHING): the parent and
+/// the master no longer shut it down or kill it, and when they exit it
+/// keeps running until its last running call returns. Its stderr then goes
+/// to /dev/null and it reaches no ancestor any more. It also leaves the
+/// parent's session, so a terminal's signals no longer reach it.
+///
+/// Call it in a child (from a remote function), or from the parent as
+/// `ctx.call(spore::builtins::detach, ()).await`. Fails in a process that
+/// is not a child context.
+///
+/// ```no_run
+/// #[spore::remote]
+/// fn run_overnight() -> std::io::Result<()> {
+///     spore::detach()?;
+///     // ... long work that must survive the master ...
+///     Ok(())
+/// }
+/// ```
+pub fn detach() -> std::io::Result<()> {
+    bootstrap::child::detach()
+}
+
 /// Whether this process is running as a child context.
 pub fn is_child() -> bool {
     bootstrap::child::inner().is_some()

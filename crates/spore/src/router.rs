@@ -90,6 +90,9 @@ pub(crate) struct ChildEntry {
     pub(crate) name: Arc<str>,
     /// A direct child: this context started it and owns its process.
     pub(crate) direct: bool,
+    /// It detached (DETACHING): it outlives this context, which neither
+    /// shuts it down nor kills it.
+    pub(crate) detached: bool,
     pub(crate) pid: u32,
     pub(crate) process: Option<std::process::Child>,
     pub(crate) stderr_tail: Arc<Mutex<VecDeque<String>>>,
@@ -104,6 +107,7 @@ impl ChildEntry {
         Self {
             name: name.into(),
             direct: false,
+            detached: false,
             pid,
             process: None,
             stderr_tail: Arc::default(),
@@ -558,6 +562,9 @@ impl Inner {
     fn refuse(self: &Arc<Self>, header: &Header, reason: &str) {
         match Frame::dead_reply(header, self.my_id, reason) {
             Some(dead) => self.route(dead),
+            // A log record that cannot go up is not logged again: the new
+            // record could not go up either.
+            None if header.handle == handles::FORWARD_LOG => {}
             None => tracing::debug!(
                 "dropped message {}->{}:{}: {reason}",
                 header.src,
@@ -694,7 +701,7 @@ impl Inner {
     /// it learned it: remember the loss, wake whatever waits on them, and
     /// pass DEL_ROUTE down every child stream (except `from`, where the
     /// news came from) whose subtree sent them traffic.
-    fn forget_lost(self: &Arc<Self>, lost: &[ContextId], detail: &str, from: StreamId) {
+    pub(crate) fn forget_lost(self: &Arc<Self>, lost: &[ContextId], detail: &str, from: StreamId) {
         {
             let mut known = self.lost.lock().unwrap();
             for id in lost {
@@ -765,10 +772,26 @@ impl Inner {
         }
     }
 
-    /// Registers ADD_ROUTE and DEL_ROUTE (every context has them).
+    /// Registers ADD_ROUTE, DEL_ROUTE and DETACHING (every context has them).
     pub(crate) fn add_route_handlers(&self) {
         self.add_internal(handles::ADD_ROUTE, |inner, f| inner.on_add_route(f));
         self.add_internal(handles::DEL_ROUTE, |inner, f| inner.on_del_route(f));
+        self.add_internal(handles::DETACHING, |inner, f| inner.on_detaching(f));
+    }
+
+    /// DETACHING: a direct child will outlive this context.
+    fn on_detaching(self: &Arc<Self>, frame: Frame) {
+        let src = frame.header.src;
+        match self.children.lock().unwrap().get_mut(&src) {
+            Some(child) if child.direct => {
+                child.detached = true;
+                tracing::debug!("{} detached from {}", child.name, self.name);
+            }
+            _ => tracing::warn!(
+                "ignored DETACHING from context {src}, which is not a child of {}",
+                self.name
+            ),
+        }
     }
 
     /// A new descendant: record it and announce it upward.
@@ -967,7 +990,7 @@ impl Inner {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(_, c)| c.direct)
+            .filter(|(_, c)| c.direct && !c.detached)
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -1618,7 +1641,7 @@ async fn shutdown_all(inner: Arc<Inner>, owner: bool) {
         .lock()
         .unwrap()
         .values()
-        .filter(|c| c.direct)
+        .filter(|c| c.direct && !c.detached)
         .map(|c| c.lost.subscribe())
         .collect();
     inner.shutdown_children();
@@ -1632,12 +1655,14 @@ async fn shutdown_all(inner: Arc<Inner>, owner: bool) {
             .await;
 }
 
+/// The processes of the children this context must end (not the detached).
 fn take_processes(inner: &Inner) -> Vec<std::process::Child> {
     inner
         .children
         .lock()
         .unwrap()
         .values_mut()
+        .filter(|c| !c.detached)
         .filter_map(|c| c.process.take())
         .collect()
 }

@@ -35,6 +35,8 @@ struct ChildState {
     pool: CallPool,
     inflight: AtomicUsize,
     idle: Notify,
+    /// Set by [`detach`]: the context outlives its parent.
+    detached: std::sync::atomic::AtomicBool,
     /// Pipelined call chains with calls queued or a stored error.
     chains: Mutex<HashMap<ChainKey, Chain>>,
     cfg: ChildConfig,
@@ -184,6 +186,7 @@ pub(crate) fn run() -> ! {
         inflight: AtomicUsize::new(0),
         idle: Notify::new(),
         chains: Mutex::new(HashMap::new()),
+        detached: std::sync::atomic::AtomicBool::new(false),
         cfg,
     };
     if CHILD.set(state).is_err() {
@@ -237,6 +240,12 @@ fn serve(
                 "spore child {}: {e}; exiting",
                 inner.name
             );
+        }
+        if CHILD
+            .get()
+            .is_some_and(|c| c.detached.load(Ordering::SeqCst))
+        {
+            orphaned(&inner, end.to_string()).await;
         }
         std::process::exit(0)
     })
@@ -653,6 +662,56 @@ pub(crate) fn send_line(inner: &Arc<Inner>, origin: LogOrigin, line: &[u8]) {
         message: String::from_utf8_lossy(line).into_owned(),
     };
     crate::logging::send_record(inner, &rec);
+}
+
+/// Detaches this context from its parent: it tells its parent (DETACHING),
+/// leaves the parent's session, and from then on outlives it.
+pub(crate) fn detach() -> std::io::Result<()> {
+    let state = CHILD.get().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::Unsupported, "not a child context")
+    })?;
+    if state.detached.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
+    // Signals to the parent's process group (a terminal's ^C) no longer
+    // reach it. Fails only for a session leader, which is already apart.
+    let _ = rustix::process::setsid();
+    let inner = &state.inner;
+    let parent = *inner.parent_ids.first().expect("a child has a parent");
+    inner
+        .send(Frame::new(
+            Header::new(parent, inner.my_id, handles::DETACHING),
+            Bytes::new(),
+        ))
+        .map_err(std::io::Error::other)
+}
+
+/// A detached context lost its parent: waits on the ancestors wake, stderr
+/// (a pipe to the parent) is replaced by /dev/null, and the context runs
+/// until its last running call returns.
+async fn orphaned(inner: &Arc<Inner>, detail: String) {
+    let Some(state) = CHILD.get() else { return };
+    if let Ok(null) = rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        let _ = rustix::stdio::dup2_stderr(&null);
+    }
+    let detail = format!(
+        "{} is detached and its parent is gone: {detail}",
+        inner.name
+    );
+    inner.stream_lost(PARENT_STREAM, detail.clone());
+    inner.forget_lost(&inner.parent_ids, &detail, PARENT_STREAM);
+    loop {
+        let idle = state.idle.notified();
+        if state.inflight.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        idle.await;
+    }
+    let _ = std::io::stdout().flush();
 }
 
 /// The child's router, when this process is a child context.

@@ -403,6 +403,7 @@ pub(crate) async fn connect_local(
             ChildEntry {
                 name: name.clone().into(),
                 direct: true,
+                detached: false,
                 pid,
                 process: Some(process),
                 stderr_tail: tail,
