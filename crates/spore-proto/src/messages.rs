@@ -64,6 +64,26 @@ pub struct IdBlock {
     pub count: u32,
 }
 
+/// GET_MODULE payload: a context asks its parent for the image of a
+/// platform (to start a context there); the answer comes to its
+/// LOAD_MODULE handle as an [`ImageReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRequest {
+    /// The platform, `<os>-<arch>` as `uname -s` (lowercased) and `uname -m`
+    /// print them, e.g. `linux-x86_64`.
+    pub platform: String,
+}
+
+/// LOAD_MODULE (an answer to GET_MODULE) and FORWARD_MODULE (pushed ahead
+/// of need) payload: a platform's image, zstd-compressed, or why there is none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageReply {
+    /// The platform asked for.
+    pub platform: String,
+    /// The compressed image, or the reason it cannot be had.
+    pub image: Result<serde_bytes::ByteBuf, String>,
+}
+
 /// Head of a CALL_FUNCTION payload; the postcard-encoded argument tuple follows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallRequest<'a> {

@@ -326,3 +326,9 @@ pub fn write_pid_after(path: String, delay_ms: u64) -> Result<(), std::io::Error
     std::thread::sleep(Duration::from_millis(delay_ms));
     std::fs::write(path, std::process::id().to_string())
 }
+
+/// The size of the executable this context runs.
+#[spore::remote]
+pub fn exe_len() -> Result<u64, std::io::Error> {
+    Ok(std::fs::metadata("/proc/self/exe")?.len())
+}

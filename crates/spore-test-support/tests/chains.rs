@@ -170,8 +170,12 @@ async fn a_forged_route_cannot_make_a_message_loop() {
     let fx = fixture();
     let router = fx.router();
     let a = router.local().await.unwrap();
+    // a gets a block of IDs from the master (by starting a child), then
+    // announces an ID of that block that no context has.
+    let started = a.call(start_children, (1, false)).await.unwrap();
+    let ghost_id = started[0].id + 1;
     let forged = RouteAdded {
-        id: 77,
+        id: ghost_id,
         name: "forged".into(),
         pid: 1,
     };
@@ -180,22 +184,26 @@ async fn a_forged_route_cannot_make_a_message_loop() {
         postcard::to_stdvec(&forged).unwrap(),
     );
     forge(&a, &[frame]).await;
-    let ghost = router.context(77).expect("the master learned the route");
+    let ghost = router
+        .context(ghost_id)
+        .expect("the master learned the route");
     assert_eq!(ghost.name(), "forged");
     let err = tokio::time::timeout(Duration::from_secs(5), ghost.call(add, (1, 1)))
         .await
         .expect("the message looped instead of being refused")
         .unwrap_err();
     assert!(
-        matches!(&err, CallError::Undeliverable { reason, .. } if reason.contains("no route to 77, my ID is 1")),
+        matches!(&err, CallError::Undeliverable { reason, .. } if reason.contains(&format!("no route to {ghost_id}, my ID is 1"))),
         "{err}"
     );
     assert_eq!(a.call(add, (1, 2)).await.unwrap(), 3);
     router.shutdown().await;
 }
 
-/// ADD_ROUTE and DEL_ROUTE are only taken from below: a child cannot make
-/// its parent forget the parent's own parent, or claim an ancestor.
+/// ADD_ROUTE and DEL_ROUTE are only taken from below, and only for what
+/// lies below the sender: a child cannot make its parent forget the
+/// parent's own parent, claim an ancestor, or take over or drop a
+/// sibling's route.
 #[tokio::test]
 async fn route_updates_that_name_an_ancestor_are_refused() {
     use spore_proto::messages::{RouteAdded, RoutesLost};
@@ -205,31 +213,39 @@ async fn route_updates_that_name_an_ancestor_are_refused() {
     let router = fx.router();
     let a = router.local().await.unwrap();
     let b = router.local().via(&a).await.unwrap();
-    // From b, to a: "a's parent (the master) lives below me", then "the
-    // master and a are gone".
-    let claim = RouteAdded {
-        id: 0,
-        name: "master?".into(),
+    let b_sibling = router.local().via(&a).await.unwrap();
+    let claim = |id: u32| RouteAdded {
+        id,
+        name: "mine?".into(),
         pid: 1,
     };
     let lost = RoutesLost {
-        ids: vec![0, a.id()],
+        ids: vec![0, a.id(), b_sibling.id()],
         reason: "forged".into(),
     };
+    let to_a =
+        |handle: u32, payload: Vec<u8>| Frame::new(Header::new(a.id(), b.id(), handle), payload);
+    let add_route = |id| to_a(handles::ADD_ROUTE, postcard::to_stdvec(&claim(id)).unwrap());
+    // From b, to a: "the master / a's other child lives below me", then
+    // "the master, a and a's other child are gone"; and to the master: an
+    // ID it never handed out lives below b.
+    let never_allocated = 4_000_000;
+    let mut to_master = add_route(never_allocated);
+    to_master.header.dst = 0;
     let frames = [
-        Frame::new(
-            Header::new(a.id(), b.id(), handles::ADD_ROUTE),
-            postcard::to_stdvec(&claim).unwrap(),
-        ),
-        Frame::new(
-            Header::new(a.id(), b.id(), handles::DEL_ROUTE),
-            postcard::to_stdvec(&lost).unwrap(),
-        ),
+        add_route(0),
+        add_route(b_sibling.id()),
+        to_a(handles::DEL_ROUTE, postcard::to_stdvec(&lost).unwrap()),
+        to_master,
     ];
     forge(&b, &frames).await;
-    // Everything still answers: a still routes upward to the master.
+    // Everything still answers: a still routes upward to the master and
+    // to its other child, which is still known and not lost.
     assert_eq!(a.call(add, (1, 2)).await.unwrap(), 3);
     assert_eq!(b.call(add, (2, 2)).await.unwrap(), 4);
+    assert_eq!(b_sibling.call(add, (3, 3)).await.unwrap(), 6);
+    assert_eq!(a.call(add_in, (b_sibling.clone(),)).await.unwrap(), 3);
+    assert!(router.context(never_allocated).is_none());
     router.shutdown().await;
 }
 
@@ -578,4 +594,83 @@ fn a_detached_context_survives_its_master_and_ends_after_its_work() {
         wait_gone(b, Duration::from_secs(10)).is_some(),
         "the detached context did not exit after its last call"
     );
+}
+
+#[tokio::test]
+async fn images_for_other_platforms_travel_up_the_tree_once_and_are_cached_at_each_hop() {
+    // Another program of the same build stands in for another platform's image.
+    let other = env!("CARGO_BIN_EXE_spore-fixture-tokio");
+    let other_len = std::fs::metadata(other).unwrap().len();
+    let fx = fixture();
+    let router = fx.builder().image_for("test-other", other).build().unwrap();
+    let a = router.local().await.unwrap();
+    let b = router.local().via(&a).await.unwrap();
+    let before = a.bytes_written();
+    let c1 = router
+        .local()
+        .image_platform("test-other")
+        .via(&b)
+        .await
+        .unwrap();
+    let first = a.bytes_written() - before;
+    assert!(
+        first > 100_000,
+        "the image went down to b once: {first} bytes"
+    );
+    assert_eq!(c1.call(exe_len, ()).await.unwrap(), other_len);
+    // Again from b, and from a and its new child: all from the caches of
+    // the hops below the master.
+    let before = a.bytes_written();
+    let c2 = router
+        .local()
+        .image_platform("test-other")
+        .via(&b)
+        .await
+        .unwrap();
+    let c3 = router
+        .local()
+        .image_platform("test-other")
+        .via(&a)
+        .await
+        .unwrap();
+    let again = a.bytes_written() - before;
+    assert!(again < 16 * 1024, "the master sent {again} bytes again");
+    for c in [&c2, &c3] {
+        assert_eq!(
+            c.call(exe_len, ()).await.unwrap(),
+            other_len,
+            "{}",
+            c.name()
+        );
+    }
+    // An unknown platform fails naming it, where, and what to do.
+    let err = router
+        .local()
+        .image_platform("nowhere-z80")
+        .via(&b)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no image for platform nowhere-z80 in master: register one with RouterBuilder::image_for (registered: test-other)"),
+        "{err}"
+    );
+    // Pushed ahead of need: starting a context then costs no image bytes,
+    // and pushing it twice sends it once.
+    let d = router.local().await.unwrap();
+    d.forward_image("test-other").await.unwrap();
+    // A call's answer means everything sent before it was written.
+    d.call(add, (0, 0)).await.unwrap();
+    let pushed = d.bytes_written();
+    d.forward_image("test-other").await.unwrap();
+    let e = router
+        .local()
+        .image_platform("test-other")
+        .via(&d)
+        .await
+        .unwrap();
+    let after = d.bytes_written() - pushed;
+    assert!(after < 16 * 1024, "{after} bytes after the push");
+    assert_eq!(e.call(exe_len, ()).await.unwrap(), other_len);
+    router.shutdown().await;
 }

@@ -126,6 +126,8 @@ pub(crate) struct Settings {
     pub(crate) debug: bool,
     pub(crate) unidirectional: bool,
     pub(crate) image: Option<PathBuf>,
+    /// Images for other platforms, by platform (master only).
+    pub(crate) images: HashMap<String, PathBuf>,
 }
 
 impl Default for Settings {
@@ -137,6 +139,7 @@ impl Default for Settings {
             debug: false,
             unidirectional: false,
             image: None,
+            images: HashMap::new(),
         }
     }
 }
@@ -207,6 +210,8 @@ pub(crate) struct Inner {
     /// A child's unused IDs from its last ALLOCATE_ID block.
     id_block: tokio::sync::Mutex<std::ops::Range<ContextId>>,
     pub(crate) output: Option<logging::OutputSink>,
+    /// Images of other platforms, cached or being fetched.
+    pub(crate) images: crate::images::ImageStore,
     /// Set once, when this context starts shutting down; connects in
     /// progress watch it and abort.
     shutting_down: watch::Sender<bool>,
@@ -246,6 +251,7 @@ impl Inner {
             next_chain: AtomicU64::new(1),
             lost: Mutex::new(HashMap::new()),
             output,
+            images: Default::default(),
             shutting_down: watch::channel(false).0,
         })
     }
@@ -406,6 +412,18 @@ impl Inner {
     /// What was observed when `ctx` was lost, if this context knows it is.
     pub(crate) fn lost_detail(&self, ctx: ContextId) -> Option<String> {
         self.lost.lock().unwrap().get(&ctx).cloned()
+    }
+
+    /// The stream to a child through which `ctx` is reached, if `ctx` is
+    /// below this context.
+    pub(crate) fn stream_below(&self, ctx: ContextId) -> Option<StreamId> {
+        let routes = self.routes.lock().unwrap();
+        routes.route(ctx).filter(|s| Some(*s) != routes.parent())
+    }
+
+    /// Whether `ctx` is below this context.
+    pub(crate) fn is_below(&self, ctx: ContextId) -> bool {
+        self.stream_below(ctx).is_some()
     }
 
     /// Whether `ctx` is a descendant this context routes to.
@@ -815,10 +833,7 @@ impl Inner {
                 return None;
             }
         };
-        let below = {
-            let routes = self.routes.lock().unwrap();
-            routes.route(src).filter(|s| Some(*s) != routes.parent())
-        };
+        let below = self.stream_below(src);
         if below.is_none() {
             tracing::warn!(
                 "refused {what} from context {src}, which is not below {}",
@@ -833,12 +848,23 @@ impl Inner {
         let Some((added, stream)) = self.route_update::<RouteAdded>(&frame, "ADD_ROUTE") else {
             return;
         };
-        if added.id == self.my_id || self.parent_ids.contains(&added.id) {
+        let id = added.id;
+        let refused = if id == self.my_id || self.parent_ids.contains(&id) {
+            Some(format!("that is {} or its ancestor", self.name))
+        } else if self.lost_detail(id).is_some() {
+            Some("that context was lost".to_owned())
+        } else if matches!(self.routes.lock().unwrap().route(id), Some(s) if s != stream) {
+            Some("it is reached through another stream".to_owned())
+        } else if self.is_master() && id >= self.next_context.load(Ordering::Relaxed) {
+            Some("the master never handed out that ID".to_owned())
+        } else {
+            None
+        };
+        if let Some(why) = refused {
             tracing::warn!(
-                "refused ADD_ROUTE for {} from context {}: that is {} or its ancestor",
-                added.id,
+                "{} refused ADD_ROUTE for {id} from context {}: {why}",
+                self.name,
                 frame.header.src,
-                self.name
             );
             return;
         }
@@ -1474,6 +1500,17 @@ impl RouterBuilder {
         self
     }
 
+    /// Registers the image for contexts on another platform, `<os>-<arch>`
+    /// as `uname -s` (lowercased) and `uname -m` print them, e.g.
+    /// `linux-aarch64` (see [`crate::this_platform`]). It must be a spore
+    /// program of the same build, statically linked for remote machines.
+    /// Contexts anywhere in the tree fetch it up the tree when they start a
+    /// context for that platform; it crosses each stream at most once.
+    pub fn image_for(mut self, platform: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        self.settings.images.insert(platform.into(), path.into());
+        self
+    }
+
     /// Receives every line children write to stdout or stderr, in order,
     /// on a thread of its own (a slow hook delays only output). Dropping
     /// the router delivers every line received so far before it returns.
@@ -1512,6 +1549,7 @@ impl RouterBuilder {
         inner.add_internal(handles::FORWARD_LOG, logging::on_forward_log);
         inner.add_internal(handles::ALLOCATE_ID, |inner, f| inner.on_allocate_id(f));
         inner.add_route_handlers();
+        inner.add_image_handlers();
         Ok(Router {
             inner,
             io: Some(IoThread {

@@ -174,6 +174,7 @@ pub(crate) fn run() -> ! {
     inner.add_internal(handles::CALL_FUNCTION, on_call);
     inner.add_internal(handles::SHUTDOWN, on_shutdown);
     inner.add_route_handlers();
+    inner.add_image_handlers();
     let max = cfg.max_message_size;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let state = ChildState {

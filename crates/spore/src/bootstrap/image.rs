@@ -34,6 +34,18 @@ impl Image {
         Ok(img)
     }
 
+    /// An image that arrived compressed (fetched up the tree for another
+    /// platform); `label` names it in errors.
+    pub(crate) fn from_compressed(label: String, compressed: Bytes) -> Result<Image, String> {
+        let raw = zstd::stream::decode_all(&compressed[..])
+            .map_err(|e| format!("{label} does not decompress: {e}"))?;
+        Ok(Image {
+            path: PathBuf::from(label),
+            raw: Bytes::from(raw),
+            compressed: OnceLock::from(Ok(compressed)),
+        })
+    }
+
     /// The zstd-compressed image (level 3), computed once.
     pub(crate) fn compressed(&self) -> Result<Bytes, String> {
         self.compressed

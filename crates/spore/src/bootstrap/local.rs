@@ -51,6 +51,8 @@ pub(crate) struct LocalOptions {
     connect_timeout: Option<Duration>,
     /// The ID the master chose (for a context started through another).
     id: Option<ContextId>,
+    /// Start it from the image registered for this platform.
+    platform: Option<String>,
     #[cfg(feature = "fault-injection")]
     fault: Option<crate::Fault>,
 }
@@ -82,6 +84,15 @@ impl<'a> LocalConnect<'a> {
     /// Name the context (default `local.<id>`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.opts.name = Some(name.into());
+        self
+    }
+
+    /// Start the child from the image registered for `platform` with
+    /// [`crate::RouterBuilder::image_for`] instead of this program's own,
+    /// through the first stage. Whichever context starts it fetches the
+    /// image up the tree if it does not hold it yet.
+    pub fn image_platform(mut self, platform: impl Into<String>) -> Self {
+        self.opts.platform = Some(platform.into());
         self
     }
 
@@ -154,6 +165,7 @@ struct ChildRequest {
     first_stage: bool,
     raw_payload: bool,
     connect_timeout_ms: Option<u64>,
+    platform: Option<String>,
 }
 
 /// Runs in the intermediate context: starts a local child from this
@@ -170,6 +182,7 @@ async fn start_local_child(req: ChildRequest) -> Result<u32, ConnectError> {
         name: Some(req.name),
         connect_timeout: req.connect_timeout_ms.map(Duration::from_millis),
         id: Some(req.id),
+        platform: req.platform,
         ..LocalOptions::default()
     };
     // Streams belong to the I/O loop, whatever thread runs this call.
@@ -204,6 +217,7 @@ async fn connect_via(
         first_stage: opts.first_stage,
         raw_payload: opts.raw_payload,
         connect_timeout_ms: opts.connect_timeout.map(|d| d.as_millis() as u64),
+        platform: opts.platform.clone(),
     };
     let via_err = |detail: String| ConnectError::Via {
         via: via.name().to_owned(),
@@ -254,7 +268,7 @@ fn push_tail(tail: &Tail, line: String) {
 /// Starts a local child context. Runs on the I/O loop.
 pub(crate) async fn connect_local(
     inner: Arc<Inner>,
-    opts: LocalOptions,
+    mut opts: LocalOptions,
 ) -> Result<Context, ConnectError> {
     if inner.is_shutting_down() {
         return Err(ConnectError::Aborted(
@@ -277,7 +291,17 @@ pub(crate) async fn connect_local(
         context: name.clone(),
         detail,
     };
-    let image = Image::load(inner.settings.image.as_deref()).map_err(image_err)?;
+    let image = match &opts.platform {
+        None => Image::load(inner.settings.image.as_deref()).map_err(image_err)?,
+        Some(platform) => {
+            // Another program's image has no file here: it goes through
+            // the first stage, over the stream.
+            opts.first_stage = true;
+            let compressed = inner.platform_image(platform).await.map_err(image_err)?;
+            let label = format!("the image for {platform}");
+            Arc::new(Image::from_compressed(label, compressed).map_err(image_err)?)
+        }
+    };
     // A local child runs on this machine: a dynamically linked image is fine.
     image.check_shippable(true).map_err(image_err)?;
 
