@@ -674,3 +674,30 @@ async fn images_for_other_platforms_travel_up_the_tree_once_and_are_cached_at_ea
     assert_eq!(e.call(exe_len, ()).await.unwrap(), other_len);
     router.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_message_size_limit_is_inherited_and_enforced_at_every_depth() {
+    const MAX: u32 = 64 * 1024;
+    let fx = fixture();
+    let router = fx.builder().max_message_size(MAX).build().unwrap();
+    let a = router.local().await.unwrap();
+    let b = router.local().via(&a).await.unwrap();
+    let c = a.call(start_child_handle, ()).await.unwrap();
+    for ctx in [&b, &c] {
+        let facts = ctx.call(spore::builtins::facts, ()).await.unwrap();
+        assert_eq!(facts.max_message_size, MAX, "{}", ctx.name());
+        let big = serde_bytes::ByteBuf::from(vec![0u8; 100_000]);
+        let err = ctx.call(len_of, (big,)).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("message too large (max 65536 bytes"),
+            "{err}"
+        );
+        let err = ctx.call(bytes_of, (100_000,)).await.unwrap_err();
+        let remote = err.remote().unwrap_or_else(|| panic!("{err}"));
+        assert_eq!(remote.kind, spore::RemoteErrorKind::TooLarge, "{err}");
+        assert_eq!(remote.context, ctx.name());
+        assert_eq!(ctx.call(bytes_of, (1000,)).await.unwrap().len(), 1000);
+    }
+    router.shutdown().await;
+}

@@ -165,11 +165,12 @@ impl Inner {
     fn on_get_module(self: &Arc<Self>, frame: Frame) {
         let src = frame.header.src;
         if !self.is_below(src) {
-            tracing::warn!(
+            let reason = format!(
                 "{} refused GET_MODULE from context {src}, which is not below it",
                 self.name
             );
-            return;
+            tracing::warn!("{reason}");
+            return self.refuse(&frame.header, &reason);
         }
         let request: ImageRequest = match postcard::from_bytes(&frame.payload) {
             Ok(r) => r,
@@ -201,11 +202,12 @@ impl Inner {
     fn on_image(self: &Arc<Self>, frame: Frame, what: &str) {
         let src = frame.header.src;
         if !self.parent_ids.contains(&src) {
-            tracing::warn!(
+            let reason = format!(
                 "{} refused {what} from context {src}, which is not one of its parents",
                 self.name
             );
-            return;
+            tracing::warn!("{reason}");
+            return self.refuse(&frame.header, &reason);
         }
         match postcard::from_bytes::<ImageReply>(&frame.payload) {
             Ok(reply) => {

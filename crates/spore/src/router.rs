@@ -577,7 +577,7 @@ impl Inner {
     }
 
     /// Answers an undeliverable message with a dead message, if it wants one.
-    fn refuse(self: &Arc<Self>, header: &Header, reason: &str) {
+    pub(crate) fn refuse(self: &Arc<Self>, header: &Header, reason: &str) {
         match Frame::dead_reply(header, self.my_id, reason) {
             Some(dead) => self.route(dead),
             // A log record that cannot go up is not logged again: the new
