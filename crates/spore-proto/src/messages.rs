@@ -171,6 +171,30 @@ pub struct LogRecord {
 mod tests {
     use super::*;
 
+    /// The example in docs/PROTOCOL.md, §3 `CONFIGURE`.
+    #[test]
+    fn child_config_encodes_as_documented() {
+        let cfg = ChildConfig {
+            context_id: 1,
+            name: "local.1".into(),
+            parent_id: 0,
+            parent_ids: vec![0],
+            log_level: 3,
+            max_message_size: 134_217_728,
+            debug: false,
+            unidirectional: false,
+            shutdown_grace_ms: 5000,
+            build_id: "0.1.0-p1".into(),
+        };
+        let hex: String = postcard::to_stdvec(&cfg)
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let documented = "01 07 6c6f63616c2e31 00 01 00 03 80808040 00 8827 00 08 302e312e302d7031";
+        assert_eq!(hex, documented.replace(' ', ""));
+    }
+
     #[test]
     fn call_request_borrows_and_leaves_the_arguments() {
         let mut buf = postcard::to_stdvec(&CallRequest {
