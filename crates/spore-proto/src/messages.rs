@@ -7,6 +7,10 @@ use crate::ContextId;
 /// Sent by a parent as the first frame to a new child ([`crate::handles::CONFIGURE`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildConfig {
+    /// The parent's build identity; the child refuses to run on a mismatch.
+    /// First, so that a child of another build can read it (and say so)
+    /// even when the rest of the layout differs.
+    pub build_id: String,
     /// The child's own ID.
     pub context_id: ContextId,
     /// The child's name, e.g. `local.1`; the process is named `spore:<name>`.
@@ -27,8 +31,6 @@ pub struct ChildConfig {
     /// Unidirectional routing: messages from one child's subtree to
     /// another's are refused. Inherited by every descendant.
     pub unidirectional: bool,
-    /// The parent's build identity; the child refuses to run on a mismatch.
-    pub build_id: String,
 }
 
 /// ADD_ROUTE payload: a context below the sender now exists. Each ancestor
@@ -191,7 +193,7 @@ mod tests {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let documented = "01 07 6c6f63616c2e31 00 01 00 03 80808040 00 8827 00 08 302e312e302d7031";
+        let documented = "08 302e312e302d7031 01 07 6c6f63616c2e31 00 01 00 03 80808040 00 8827 00";
         assert_eq!(hex, documented.replace(' ', ""));
     }
 

@@ -332,3 +332,21 @@ pub fn write_pid_after(path: String, delay_ms: u64) -> Result<(), std::io::Error
 pub fn exe_len() -> Result<u64, std::io::Error> {
     Ok(std::fs::metadata("/proc/self/exe")?.len())
 }
+
+/// Returns its arguments: in the shape of a `Sender`, a forged one.
+#[spore::remote]
+pub fn pair(a: u32, b: u32) -> (u32, u32) {
+    (a, b)
+}
+
+/// Waits on a receiver whose respondent is `host`, with nothing ever sent
+/// to `host` from here; returns how the wait ended.
+#[spore::remote]
+pub async fn wait_for_loss_of(host: spore::Context) -> String {
+    let router = spore::Router::current().expect("a child context");
+    let mut rx = router.receiver_from::<u32>(&host);
+    match rx.recv().await {
+        Ok(v) => format!("a value: {v}"),
+        Err(e) => e.to_string(),
+    }
+}

@@ -41,11 +41,13 @@ async fn a_chain_of_three_answers_at_every_depth_and_each_parent_starts_its_chil
     // Through the first stage: the image travels from b to c, not from here.
     let c = router.local().first_stage(true).via(&b).await.unwrap();
     let sent_for_c = a.bytes_written() - before;
+    // a is the master's first child; b is numbered from the first block
+    // of IDs a got (2..1002), c from the block b got through a.
+    assert_eq!([a.id(), b.id(), c.id()], [1, 2, 1002]);
     assert_eq!(
         [a.name(), b.name(), c.name()],
-        ["local.1", "local.1.local.2", "local.1.local.2.local.3"]
+        ["local.1", "local.1.local.2", "local.1.local.2.local.1002"]
     );
-    assert_eq!([a.id(), b.id(), c.id()], [1, 2, 3]);
     for ctx in [&a, &b, &c] {
         assert_eq!(ctx.call(add, (2, 3)).await.unwrap(), 5, "{}", ctx.name());
     }
@@ -232,13 +234,36 @@ async fn route_updates_that_name_an_ancestor_are_refused() {
     let never_allocated = 4_000_000;
     let mut to_master = add_route(never_allocated);
     to_master.header.dst = 0;
+    // And to the master, past a: "a is gone".
+    let a_lost = RoutesLost {
+        ids: vec![a.id()],
+        reason: "forged".into(),
+    };
+    let mut a_gone = to_a(handles::DEL_ROUTE, postcard::to_stdvec(&a_lost).unwrap());
+    a_gone.header.dst = 0;
     let frames = [
         add_route(0),
         add_route(b_sibling.id()),
         to_a(handles::DEL_ROUTE, postcard::to_stdvec(&lost).unwrap()),
         to_master,
+        a_gone,
     ];
     forge(&b, &frames).await;
+    // a claims an ID from the block of another child of the master, one
+    // that child has not used yet.
+    let x = router.local().await.unwrap();
+    let x_child = x.call(start_children, (1, false)).await.unwrap();
+    let unused_of_x = x_child[0].id + 1;
+    let mut claim_x = Frame::new(
+        Header::new(0, a.id(), handles::ADD_ROUTE),
+        postcard::to_stdvec(&claim(unused_of_x)).unwrap(),
+    );
+    claim_x.header.auth = a.id();
+    forge(&a, &[claim_x]).await;
+    assert!(
+        router.context(unused_of_x).is_none(),
+        "a took over an ID of x's"
+    );
     // Everything still answers: a still routes upward to the master and
     // to its other child, which is still known and not lost.
     assert_eq!(a.call(add, (1, 2)).await.unwrap(), 3);
@@ -406,10 +431,15 @@ async fn contexts_started_by_children_get_ids_from_blocks_that_never_collide() {
     let total = ids.len();
     ids.dedup();
     assert_eq!(ids.len(), total, "colliding IDs: {ids:?}");
-    // A child numbers its children from one block: consecutive IDs, one
-    // round trip to the master for all of them.
-    let a_ids: Vec<u32> = from_a.iter().map(|s| s.id).collect();
-    assert_eq!(a_ids, [a_ids[0], a_ids[0] + 1, a_ids[0] + 2], "{from_a:?}");
+    // A child numbers all its children (also those the master asks it to
+    // start) from one block: one round trip for all of them.
+    let mut a_ids: Vec<u32> = from_a.iter().map(|s| s.id).chain([d.id()]).collect();
+    a_ids.sort_unstable();
+    assert_eq!(
+        a_ids,
+        [a_ids[0], a_ids[0] + 1, a_ids[0] + 2, a_ids[0] + 3],
+        "{from_a:?}"
+    );
     for s in from_a.iter() {
         assert_eq!(s.name, format!("local.1.local.{}", s.id));
         assert_eq!(ppid(s.pid), a.pid().unwrap(), "{} is a's child", s.name);
@@ -699,5 +729,37 @@ async fn the_message_size_limit_is_inherited_and_enforced_at_every_depth() {
         assert_eq!(remote.context, ctx.name());
         assert_eq!(ctx.call(bytes_of, (1000,)).await.unwrap().len(), 1000);
     }
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_receiver_waiting_on_a_sibling_it_never_talked_to_ends_when_it_is_lost() {
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let b = router.local().await.unwrap();
+    let b_child = router.local().via(&b).await.unwrap();
+    for (host, killed) in [(&b_child, &b_child), (&b, &b)] {
+        let waiting = a.call_async(wait_for_loss_of, (host.clone(),));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        killed.call_no_reply(exit_now, (0,)).unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .unwrap_or_else(|_| panic!("the wait on {} hung", host.name()))
+            .unwrap();
+        assert!(
+            ended.contains(&format!("{} disconnected", host.name())),
+            "{ended}"
+        );
+    }
+    // Made after the loss: it ends at once too.
+    let ended = tokio::time::timeout(
+        Duration::from_secs(10),
+        a.call(wait_for_loss_of, (b.clone(),)),
+    )
+    .await
+    .expect("a wait on an already lost context hung")
+    .unwrap();
+    assert!(ended.contains("local.2 disconnected"), "{ended}");
     router.shutdown().await;
 }

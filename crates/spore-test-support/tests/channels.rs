@@ -193,3 +193,22 @@ async fn at_shutdown_every_receiver_ends() {
         .unwrap_err();
     assert!(end.is_end(), "{end}");
 }
+
+#[tokio::test]
+async fn a_sender_for_a_protocol_handle_is_refused_when_decoded() {
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let b = router.local().await.unwrap();
+    // a hands the master "a Sender for b's SHUTDOWN handle".
+    let forged: Result<spore::Sender<u32>, _> = a
+        .call_named(name_of(pair), &(b.id(), spore_proto::handles::SHUTDOWN))
+        .await;
+    let err = forged.unwrap_err();
+    assert!(
+        matches!(&err, spore::CallError::Decode { detail, .. } if detail.contains("handles below 1000 are the protocol's")),
+        "{err}"
+    );
+    assert_eq!(b.call(add, (1, 1)).await.unwrap(), 2, "b is unharmed");
+    router.shutdown().await;
+}

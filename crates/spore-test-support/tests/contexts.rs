@@ -332,3 +332,24 @@ async fn a_call_chain_runs_in_order_and_its_first_error_sticks_until_reset() {
     );
     router.shutdown().await;
 }
+
+#[tokio::test]
+async fn thousands_of_queued_chain_calls_that_fail_at_once_are_answered_in_order() {
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let chain = a.chain();
+    // A slow first call: everything after it queues in a.
+    chain
+        .call_no_reply(push_step, ("slow".into(), 200, false))
+        .unwrap();
+    let mut last = None;
+    for _ in 0..3000 {
+        drop(chain.call_named::<_, ()>("no::such::function", &()));
+        last = Some(chain.call_named::<_, ()>("spore::reset_chain", &()));
+    }
+    last.unwrap().await.unwrap();
+    assert_eq!(chain.call(add, (1, 1)).await.unwrap(), 2);
+    assert_eq!(a.call(add, (2, 2)).await.unwrap(), 4, "a is unharmed");
+    router.shutdown().await;
+}

@@ -107,11 +107,26 @@ pub fn decode_args<A: DeserializeOwned>(function: &str, bytes: &[u8]) -> Result<
 /// Decodes a `T` that must take up all of `bytes`: a payload of another
 /// type that happens to start like a `T` is refused, not half-read.
 pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    DECODE_ERROR.set(None);
     match postcard::take_from_bytes::<T>(bytes) {
         Ok((v, [])) => Ok(v),
         Ok((_, rest)) => Err(format!("{} unexpected trailing bytes", rest.len())),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(DECODE_ERROR.take().unwrap_or_else(|| e.to_string())),
     }
+}
+
+thread_local! {
+    /// The message of the last [`decode_error`] on this thread: postcard
+    /// keeps only "Serde Deserialization Error" of a custom error.
+    static DECODE_ERROR: std::cell::Cell<Option<String>> = const { std::cell::Cell::new(None) };
+}
+
+/// A custom decoding error whose message survives postcard (see
+/// [`decode_exact`]).
+pub(crate) fn decode_error<E: serde::de::Error>(message: String) -> E {
+    let e = E::custom(&message);
+    DECODE_ERROR.set(Some(message));
+    e
 }
 
 /// Encodes a plain return value as an OK reply.

@@ -3,6 +3,7 @@
 
 use spore_proto::handles;
 use spore_proto::messages::RESET_CHAIN;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::router::{PendingCall, encode_call};
@@ -16,7 +17,8 @@ use crate::{CallError, Context, RemoteFunction};
 /// last. Once a call of the chain fails, every later call of it fails at
 /// once with that same error (naming the call that failed), until
 /// [`CallChain::reset`]. Plain calls and other chains to the same context
-/// are unaffected.
+/// are unaffected. When the last clone of a chain is dropped, the context
+/// forgets it (after the calls already sent).
 ///
 /// ```no_run
 /// #[spore::remote]
@@ -32,30 +34,50 @@ use crate::{CallError, Context, RemoteFunction};
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
-pub struct CallChain {
+pub struct CallChain(Arc<Chain>);
+
+#[derive(Debug)]
+struct Chain {
     ctx: Context,
     id: u64,
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        // The context keeps a chain that failed until it is reset.
+        let _ = send::<_, ()>(self, RESET_CHAIN, &(), false).sent();
+    }
 }
 
 impl Context {
     /// Starts a new pipelined call chain to this context.
     pub fn chain(&self) -> CallChain {
-        CallChain {
+        CallChain(Arc::new(Chain {
             id: self.inner.next_chain.fetch_add(1, Ordering::Relaxed),
             ctx: self.clone(),
-        }
+        }))
     }
 }
 
 impl CallChain {
     /// The context the chain calls.
     pub fn context(&self) -> &Context {
-        &self.ctx
+        &self.0.ctx
     }
 
     /// Sends a call of the chain and returns it to await later.
     pub fn call_async<F: RemoteFunction>(&self, _f: F, args: F::Args) -> PendingCall<F::Output> {
-        self.send(F::NAME, &args, true)
+        send(&self.0, F::NAME, &args, true)
+    }
+
+    /// [`CallChain::call_async`] by registered name, for callers that only
+    /// know the name at run time (see [`Context::call_named`]).
+    pub fn call_named<A: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        function: &'static str,
+        args: &A,
+    ) -> PendingCall<R> {
+        send(&self.0, function, args, true)
     }
 
     /// Calls `f` as the chain's next step and waits for its result.
@@ -71,28 +93,29 @@ impl CallChain {
     /// the error is logged in the context and every later call of the
     /// chain fails with it.
     pub fn call_no_reply<F: RemoteFunction>(&self, _f: F, args: F::Args) -> Result<(), CallError> {
-        self.send::<_, ()>(F::NAME, &args, false).sent()
+        send::<_, ()>(&self.0, F::NAME, &args, false).sent()
     }
 
     /// Clears the chain's stored error, in order: calls sent after the
     /// reset run again; calls sent before it still see the error.
     pub async fn reset(&self) -> Result<(), CallError> {
-        self.send(RESET_CHAIN, &(), true).await
+        send(&self.0, RESET_CHAIN, &(), true).await
     }
+}
 
-    fn send<A: serde::Serialize, R: serde::de::DeserializeOwned>(
-        &self,
-        function: &'static str,
-        args: &A,
-        want_reply: bool,
-    ) -> PendingCall<R> {
-        self.ctx.inner.request(
-            self.ctx.id,
-            self.ctx.name.clone(),
-            handles::CALL_FUNCTION,
-            function,
-            encode_call(function, Some(self.id), args),
-            want_reply,
-        )
-    }
+/// Sends a call of `chain`.
+fn send<A: serde::Serialize, R: serde::de::DeserializeOwned>(
+    chain: &Chain,
+    function: &'static str,
+    args: &A,
+    want_reply: bool,
+) -> PendingCall<R> {
+    chain.ctx.inner.request(
+        chain.ctx.id,
+        chain.ctx.name.clone(),
+        handles::CALL_FUNCTION,
+        function,
+        encode_call(function, Some(chain.id), args),
+        want_reply,
+    )
 }

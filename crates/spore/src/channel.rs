@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use spore_proto::{ContextId, Frame, Header};
+use spore_proto::{ContextId, Frame, Header, handles};
 use tokio::sync::{mpsc, watch};
 
 use crate::router::{Inner, Reply, Sink, decoding_router, decoding_with};
@@ -126,6 +126,11 @@ pub enum SendError {
 /// Dropping the receiver unregisters its handle; later messages get a dead
 /// reply "invalid handle" (if they asked for one).
 ///
+/// A channel is a capability, as in Mitogen: any context that holds a
+/// [`Sender`] for it (or guesses its handle) can send to it or close it,
+/// unless unidirectional mode keeps it out of reach. Values are queued
+/// without bound until received: keep receiving, or drop the receiver.
+///
 /// ```no_run
 /// #[spore::remote]
 /// fn count_to(n: u32, out: spore::Sender<u32>) -> Result<(), spore::SendError> {
@@ -196,6 +201,9 @@ impl<T: DeserializeOwned> Receiver<T> {
         // are woken, so it is seen here or wakes the sink (or both).
         if let Some(detail) = respondent.and_then(|c| inner.lost_detail(c.id)) {
             let _ = tx.send(Reply::Lost(detail));
+        }
+        if let Some(r) = respondent {
+            inner.note_interest_in(r.id);
         }
         Self {
             inner: inner.clone(),
@@ -405,6 +413,16 @@ impl<T> Serialize for Sender<T> {
 impl<'de, T> serde::Deserialize<'de> for Sender<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (context, handle) = <(ContextId, u32)>::deserialize(d)?;
+        // A channel is a dynamic handle. A Sender for a protocol handle
+        // would let whoever made it speak with the holder's authority
+        // (SHUTDOWN, CALL_FUNCTION, FORWARD_MODULE …).
+        if handle < handles::FIRST_DYNAMIC {
+            return Err(crate::call::decode_error(format!(
+                "a spore::Sender for handle {handle} in context {context}: \
+                 handles below {} are the protocol's, not channels",
+                handles::FIRST_DYNAMIC
+            )));
+        }
         Ok(Sender {
             inner: decoding_router::<D::Error>("spore::Sender")?,
             context,

@@ -182,19 +182,28 @@ impl Inner {
         let inner = self.clone();
         self.rt.spawn(async move {
             let image = inner.platform_image(&request.platform).await;
-            inner.send_image(src, handles::LOAD_MODULE, request.platform, image);
+            let platform = request.platform;
+            if let Err(e) = inner.send_image(src, handles::LOAD_MODULE, &platform, image) {
+                // Too large, say: the asker must not wait for nothing.
+                let why = format!("{} cannot send the image for {platform}: {e}", inner.name);
+                let _ = inner.send_image(src, handles::LOAD_MODULE, &platform, Err(why));
+            }
         });
     }
 
-    fn send_image(self: &Arc<Self>, to: ContextId, handle: u32, platform: String, image: Fetched) {
+    fn send_image(
+        self: &Arc<Self>,
+        to: ContextId,
+        handle: u32,
+        platform: &str,
+        image: Fetched,
+    ) -> Result<(), String> {
         let reply = ImageReply {
-            platform,
+            platform: platform.to_owned(),
             image: image.map(|b| serde_bytes::ByteBuf::from(b.to_vec())),
         };
-        let payload = crate::call::encode_after(&[], &reply).expect("an ImageReply serializes");
-        if let Err(e) = self.send(Frame::new(Header::new(to, self.my_id, handle), payload)) {
-            tracing::warn!("could not send an image to context {to}: {e}");
-        }
+        let payload = crate::call::encode_after(&[], &reply).map_err(|e| e.to_string())?;
+        self.send(Frame::new(Header::new(to, self.my_id, handle), payload))
     }
 
     /// LOAD_MODULE or FORWARD_MODULE: only an ancestor may hand this
@@ -238,14 +247,25 @@ impl Context {
                 context: self.name().to_owned(),
                 detail,
             })?;
-        if self.inner.images.forwarded.lock().unwrap().insert(key) {
-            self.inner.send_image(
-                self.id,
-                handles::FORWARD_MODULE,
-                platform.to_owned(),
-                Ok(image),
-            );
+        if !self
+            .inner
+            .images
+            .forwarded
+            .lock()
+            .unwrap()
+            .insert(key.clone())
+        {
+            return Ok(());
         }
-        Ok(())
+        let sent = self
+            .inner
+            .send_image(self.id, handles::FORWARD_MODULE, platform, Ok(image));
+        sent.map_err(|detail| {
+            self.inner.images.forwarded.lock().unwrap().remove(&key);
+            ConnectError::Image {
+                context: self.name().to_owned(),
+                detail,
+            }
+        })
     }
 }

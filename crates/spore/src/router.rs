@@ -29,6 +29,10 @@ pub(crate) type StreamId = u32;
 /// How many context IDs the master hands out per ALLOCATE_ID request.
 pub(crate) const ID_BLOCK: u32 = 1000;
 
+/// At most this many ID blocks are handed to one child's subtree: a child
+/// cannot use up the ID space (that is a million contexts).
+pub(crate) const MAX_BLOCKS_PER_CHILD: usize = 1000;
+
 /// Where a message for a local handle goes.
 pub(crate) enum Sink {
     /// A pending call's reply: used once, then removed.
@@ -117,6 +121,45 @@ impl ChildEntry {
     }
 }
 
+/// Destinations a child's subtree sent traffic to (outside that subtree).
+#[derive(Default)]
+struct Egress {
+    ids: std::collections::HashSet<ContextId>,
+    /// Set when the subtree talked to more than [`EGRESS_CAP`] contexts:
+    /// it is then told of every loss, and the set is no longer kept.
+    all: bool,
+}
+
+/// Destinations remembered per child stream; beyond it, every loss is
+/// passed down that stream (a child cannot grow this context's memory by
+/// sending to made-up IDs).
+const EGRESS_CAP: usize = 4096;
+
+impl Egress {
+    fn note(&mut self, dst: ContextId) {
+        if self.all {
+            return;
+        }
+        if self.ids.len() >= EGRESS_CAP && !self.ids.contains(&dst) {
+            self.all = true;
+            self.ids = Default::default();
+        } else {
+            self.ids.insert(dst);
+        }
+    }
+
+    /// Which of `lost` this subtree must hear of (forgotten here).
+    fn take_lost(&mut self, lost: &[ContextId]) -> Vec<ContextId> {
+        if self.all {
+            return lost.to_vec();
+        }
+        lost.iter()
+            .copied()
+            .filter(|id| self.ids.remove(id))
+            .collect()
+    }
+}
+
 /// Tunables shared by a router and inherited by its children.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -198,7 +241,7 @@ pub(crate) struct Inner {
     /// subtree it sent traffic to. When one of them is lost, DEL_ROUTE goes
     /// down that stream too, so waiters there wake (a sibling, a sibling's
     /// child).
-    egress: Mutex<HashMap<StreamId, std::collections::HashSet<ContextId>>>,
+    egress: Mutex<HashMap<StreamId, Egress>>,
     pub(crate) children: Mutex<HashMap<ContextId, ChildEntry>>,
     /// The master's next unused context ID.
     next_context: AtomicU32,
@@ -207,6 +250,9 @@ pub(crate) struct Inner {
     lost: Mutex<HashMap<ContextId, String>>,
     /// The next pipelined call chain's ID.
     pub(crate) next_chain: AtomicU64,
+    /// Blocks of IDs handed down each child's stream (ALLOCATE_ID): a
+    /// child's ADD_ROUTE is believed only for an ID from one of them.
+    granted: Mutex<HashMap<StreamId, Vec<std::ops::Range<ContextId>>>>,
     /// A child's unused IDs from its last ALLOCATE_ID block.
     id_block: tokio::sync::Mutex<std::ops::Range<ContextId>>,
     pub(crate) output: Option<logging::OutputSink>,
@@ -248,6 +294,7 @@ impl Inner {
             children: Mutex::new(HashMap::new()),
             next_context: AtomicU32::new(my_id + 1),
             id_block: tokio::sync::Mutex::new(0..0),
+            granted: Mutex::new(HashMap::new()),
             next_chain: AtomicU64::new(1),
             lost: Mutex::new(HashMap::new()),
             output,
@@ -333,50 +380,113 @@ impl Inner {
     }
 
     /// An ID for a new context started by this one. The master numbers
-    /// contexts itself; any other context takes IDs from a block the master
+    /// contexts itself; any other context takes IDs from a block its parent
     /// handed it (ALLOCATE_ID), one round trip per [`ID_BLOCK`] contexts.
     pub(crate) async fn next_context_id(self: &Arc<Self>) -> Result<ContextId, ConnectError> {
-        let exhausted = || ConnectError::NoId {
+        let no_id = |detail: String| ConnectError::NoId {
             context: self.name.clone(),
-            detail: "the master has no context IDs left".to_owned(),
+            detail,
         };
         if self.is_master() {
-            return self.allocate_ids(1).ok_or_else(exhausted);
+            return self
+                .allocate_ids(1)
+                .ok_or_else(|| no_id("the master has no context IDs left".to_owned()));
         }
         let mut block = self.id_block.lock().await;
         if block.is_empty() {
-            let reply: PendingCall<IdBlock> = self.request(
-                MASTER_ID,
-                "master".into(),
-                handles::ALLOCATE_ID,
-                "ALLOCATE_ID",
-                Ok(Vec::new()),
-                true,
-            );
-            let got = reply.await.map_err(|e| ConnectError::NoId {
-                context: self.name.clone(),
-                detail: e.to_string(),
-            })?;
+            let got = self.fetch_block().await.map_err(no_id)?;
             *block = got.start..got.start.saturating_add(got.count);
         }
-        block.next().ok_or_else(exhausted)
+        block
+            .next()
+            .ok_or_else(|| no_id("an empty block of IDs".to_owned()))
     }
 
-    /// ALLOCATE_ID, in the master: hands the asker a block of IDs.
-    pub(crate) fn on_allocate_id(self: &Arc<Self>, frame: Frame) {
-        let header = frame.header;
-        match self.allocate_ids(ID_BLOCK) {
-            Some(start) => {
-                let block = IdBlock {
+    /// A fresh block of IDs: from the master's counter, or asked of the
+    /// parent (which asks its own, up to the master).
+    async fn fetch_block(self: &Arc<Self>) -> Result<IdBlock, String> {
+        if self.is_master() {
+            return self
+                .allocate_ids(ID_BLOCK)
+                .map(|start| IdBlock {
                     start,
                     count: ID_BLOCK,
-                };
-                let payload = crate::call::encode_after(&[REPLY_OK], &block)
-                    .expect("an IdBlock always serializes");
-                self.reply(&header, payload);
-            }
-            None => self.refuse(&header, "the master has no context IDs left"),
+                })
+                .ok_or_else(|| "the master has no context IDs left".to_owned());
         }
+        let parent = *self.parent_ids.first().expect("a child has a parent");
+        let reply: PendingCall<IdBlock> = self.request(
+            parent,
+            self.context_name(parent).into(),
+            handles::ALLOCATE_ID,
+            "ALLOCATE_ID",
+            Ok(Vec::new()),
+            true,
+        );
+        reply.await.map_err(|e| e.to_string())
+    }
+
+    /// ALLOCATE_ID from a direct child: hands it a fresh block of IDs for
+    /// its subtree and remembers it, to check the routes that subtree
+    /// announces later.
+    pub(crate) fn on_allocate_id(self: &Arc<Self>, frame: Frame) {
+        let header = frame.header;
+        let Some(stream) = self.direct_stream_of(header.src) else {
+            let reason = format!(
+                "{} refused ALLOCATE_ID from context {}, which is not its child",
+                self.name, header.src
+            );
+            tracing::warn!("{reason}");
+            return self.refuse(&header, &reason);
+        };
+        let held = self
+            .granted
+            .lock()
+            .unwrap()
+            .get(&stream)
+            .map_or(0, Vec::len);
+        if held >= MAX_BLOCKS_PER_CHILD {
+            let reason = format!(
+                "{} refused ALLOCATE_ID from {}: its subtree already holds {held} blocks of IDs",
+                self.name,
+                self.context_name(header.src)
+            );
+            tracing::warn!("{reason}");
+            return self.refuse(&header, &reason);
+        }
+        let inner = self.clone();
+        self.rt.spawn(async move {
+            match inner.fetch_block().await {
+                Ok(block) => {
+                    inner
+                        .granted
+                        .lock()
+                        .unwrap()
+                        .entry(stream)
+                        .or_default()
+                        .push(block.start..block.start.saturating_add(block.count));
+                    let payload = crate::call::encode_after(&[REPLY_OK], &block)
+                        .expect("an IdBlock always serializes");
+                    inner.reply(&header, payload);
+                }
+                Err(reason) => inner.refuse(&header, &reason),
+            }
+        });
+    }
+
+    /// Whether `id` lies in a block of IDs handed down `stream`.
+    fn granted_to(&self, stream: StreamId, id: ContextId) -> bool {
+        self.granted
+            .lock()
+            .unwrap()
+            .get(&stream)
+            .is_some_and(|blocks| blocks.iter().any(|b| b.contains(&id)))
+    }
+
+    /// The stream of `ctx` if it is a direct child of this context.
+    fn direct_stream_of(&self, ctx: ContextId) -> Option<StreamId> {
+        let stream = self.stream_below(ctx)?;
+        (self.direct_child_on(stream) == Some(ctx)).then_some(stream)
     }
 
     /// Sends `payload` to the reply handle of the request `header`, if it has one.
@@ -407,6 +517,43 @@ impl Inner {
         let streams = std::mem::take(&mut *self.streams.lock().unwrap());
         drop(streams);
         self.fail_all_handles(reason);
+    }
+
+    /// Makes sure this context hears of `ctx`'s loss: a context outside
+    /// this one's subtree is told of only to the subtrees that sent it
+    /// traffic, so a probe (a dead message to its `IS_DEAD` handle, which
+    /// every context drops silently) goes toward it, and every hop on the
+    /// way notes the interest. If it is already lost, the first hop that
+    /// knows answers with DEL_ROUTE.
+    pub(crate) fn note_interest_in(self: &Arc<Self>, ctx: ContextId) {
+        if ctx != self.my_id && !self.is_master() && !self.is_below(ctx) {
+            let probe = Frame::dead(
+                Header::new(ctx, self.my_id, handles::IS_DEAD),
+                "interest probe",
+            );
+            self.route(probe);
+        }
+    }
+
+    /// Fails every waiter on a context outside this one's subtree: for a
+    /// detached context whose parent is gone, none of them can answer.
+    pub(crate) fn fail_outside(&self, reason: &str) {
+        let below: std::collections::HashSet<ContextId> = {
+            let routes = self.routes.lock().unwrap();
+            let children = self.children.lock().unwrap();
+            children
+                .keys()
+                .copied()
+                .filter(|id| routes.route(*id).is_some())
+                .collect()
+        };
+        let outside = |s: &Sink| {
+            s.respondent()
+                .is_some_and(|c| c != self.my_id && !below.contains(&c))
+        };
+        for sink in self.take_sinks(outside) {
+            sink.fail(reason);
+        }
     }
 
     /// What was observed when `ctx` was lost, if this context knows it is.
@@ -532,7 +679,7 @@ impl Inner {
                 .unwrap()
                 .entry(from)
                 .or_default()
-                .insert(frame.header.dst);
+                .note(frame.header.dst);
         }
         if self.settings.unidirectional && from_child.is_some() && to_child {
             return self.refuse_sideways(&frame.header);
@@ -593,8 +740,13 @@ impl Inner {
     }
 
     fn deliver(self: &Arc<Self>, frame: Frame) {
-        let mut handles = self.handles.lock().unwrap();
         let handle = frame.header.handle;
+        if handle == handles::IS_DEAD {
+            // An interest probe (see `note_interest_in`) has done its job
+            // on the way here.
+            return;
+        }
+        let mut handles = self.handles.lock().unwrap();
         match handles.get(&handle) {
             Some(Sink::Internal(_)) if frame.header.is_dead() => {
                 // Built-in handlers never asked for anything: a dead message
@@ -646,6 +798,7 @@ impl Inner {
         }
         let lost = self.routes.lock().unwrap().drop_stream(stream);
         self.egress.lock().unwrap().remove(&stream);
+        self.granted.lock().unwrap().remove(&stream);
         if lost.is_empty() {
             return;
         }
@@ -731,11 +884,7 @@ impl Inner {
         }
         let mut tell: Vec<(StreamId, Vec<ContextId>)> = Vec::new();
         for (stream, talked_to) in self.egress.lock().unwrap().iter_mut() {
-            let ids: Vec<ContextId> = lost
-                .iter()
-                .copied()
-                .filter(|id| talked_to.remove(id))
-                .collect();
+            let ids = talked_to.take_lost(lost);
             if !ids.is_empty() && *stream != from {
                 tell.push((*stream, ids));
             }
@@ -795,6 +944,7 @@ impl Inner {
         self.add_internal(handles::ADD_ROUTE, |inner, f| inner.on_add_route(f));
         self.add_internal(handles::DEL_ROUTE, |inner, f| inner.on_del_route(f));
         self.add_internal(handles::DETACHING, |inner, f| inner.on_detaching(f));
+        self.add_internal(handles::ALLOCATE_ID, |inner, f| inner.on_allocate_id(f));
     }
 
     /// DETACHING: a direct child will outlive this context.
@@ -833,14 +983,16 @@ impl Inner {
                 return None;
             }
         };
-        let below = self.stream_below(src);
-        if below.is_none() {
+        // Each hop re-announces as itself: an update comes from a direct
+        // child, which speaks only for its own subtree.
+        let direct = self.direct_stream_of(src);
+        if direct.is_none() {
             tracing::warn!(
-                "refused {what} from context {src}, which is not below {}",
+                "{} refused {what} from context {src}, which is not its child",
                 self.name
             );
         }
-        Some((msg, below?))
+        Some((msg, direct?))
     }
 
     /// ADD_ROUTE: `id` lives below the sender.
@@ -855,8 +1007,8 @@ impl Inner {
             Some("that context was lost".to_owned())
         } else if matches!(self.routes.lock().unwrap().route(id), Some(s) if s != stream) {
             Some("it is reached through another stream".to_owned())
-        } else if self.is_master() && id >= self.next_context.load(Ordering::Relaxed) {
-            Some("the master never handed out that ID".to_owned())
+        } else if !self.granted_to(stream, id) {
+            Some("that ID was not handed to its subtree".to_owned())
         } else {
             None
         };
@@ -1186,7 +1338,7 @@ pub(crate) fn decoding_router<E: serde::de::Error>(what: &str) -> Result<Arc<Inn
         .with_borrow(Clone::clone)
         .or_else(|| crate::bootstrap::child::inner().cloned())
         .ok_or_else(|| {
-            E::custom(format!(
+            crate::call::decode_error(format!(
                 "a {what} can only be decoded by spore: in call arguments, call results \
                  or channel messages"
             ))
@@ -1547,7 +1699,6 @@ impl RouterBuilder {
         let output = self.output.map(logging::OutputSink::start).transpose()?;
         let inner = Inner::new(identity, self.settings, handle, None, output);
         inner.add_internal(handles::FORWARD_LOG, logging::on_forward_log);
-        inner.add_internal(handles::ALLOCATE_ID, |inner, f| inner.on_allocate_id(f));
         inner.add_route_handlers();
         inner.add_image_handlers();
         Ok(Router {
@@ -1754,6 +1905,19 @@ mod tests {
             None,
             None,
         )
+    }
+
+    #[test]
+    fn a_subtree_that_talks_to_too_many_contexts_hears_of_every_loss() {
+        let mut e = Egress::default();
+        e.note(7);
+        assert_eq!(e.take_lost(&[7, 8]), [7]);
+        assert!(e.take_lost(&[7]).is_empty(), "told once");
+        for id in 0..EGRESS_CAP as u32 + 1 {
+            e.note(id);
+        }
+        assert!(e.all && e.ids.is_empty(), "the set stops growing");
+        assert_eq!(e.take_lost(&[1, 999_999]), [1, 999_999]);
     }
 
     #[test]

@@ -85,6 +85,16 @@ fn read_config() -> ChildConfig {
     }
     let body = read_exact_stdin(header.len as usize)
         .unwrap_or_else(|e| fatal(format!("reading the config: {e}")));
+    // The build comes first: a parent of another build is named as such,
+    // not as an undecodable config.
+    if let Ok((build, _)) = postcard::take_from_bytes::<String>(&body) {
+        if build != crate::build_id() {
+            fatal(format!(
+                "parent build {build} differs from this image's build {}",
+                crate::build_id()
+            ));
+        }
+    }
     postcard::from_bytes(&body).unwrap_or_else(|e| fatal(format!("undecodable config: {e}")))
 }
 
@@ -373,7 +383,8 @@ fn on_call(inner: &Arc<Inner>, frame: Frame) {
         }
     };
     let Some(chain) = chain else {
-        return run_job(inner, job, None);
+        run_job(inner, job, None);
+        return;
     };
     let key = (header.src, chain);
     let start = {
@@ -428,7 +439,13 @@ fn advance_chain(inner: &Arc<Inner>, key: ChainKey, mut failed: Option<Failure>)
             }
         };
         match step {
-            ChainStep::Run(job) => return run_job(inner, job, Some(key)),
+            ChainStep::Run(job) => match run_job(inner, job, Some(key)) {
+                // Started: it moves the chain on when it ends.
+                None => return,
+                // Answered at once (no such function): go on here, not
+                // by recursing, however many such calls are queued.
+                Some(f) => failed = Some(f),
+            },
             ChainStep::Fail(job, e) => reply(inner, &job.header, &job.function, Err(e)),
             ChainStep::Reset(job) => {
                 let ok = call::encode_value(()).expect("() always serializes");
@@ -439,9 +456,10 @@ fn advance_chain(inner: &Arc<Inner>, key: ChainKey, mut failed: Option<Failure>)
 }
 
 /// Looks the function up and runs it: blocking functions on the pool,
-/// async ones on the worker runtime.
-fn run_job(inner: &Arc<Inner>, job: Job, chain: Option<ChainKey>) {
-    let Some(state) = CHILD.get() else { return };
+/// async ones on the worker runtime, which finish the call. A function that
+/// does not exist is answered here, and its failure returned.
+fn run_job(inner: &Arc<Inner>, job: Job, chain: Option<ChainKey>) -> Option<Failure> {
+    let state = CHILD.get()?;
     let Job {
         header,
         function,
@@ -453,8 +471,9 @@ fn run_job(inner: &Arc<Inner>, job: Job, chain: Option<ChainKey>) {
             "NoSuchFunction",
             format!("no such function {function} in {}", inner.name),
         );
-        state.inflight.fetch_add(1, Ordering::SeqCst);
-        return finish_call(inner, &header, &function, Err(f), chain);
+        let f = Box::new(located(inner, &function, *f));
+        reply(inner, &header, &function, Err(f.clone()));
+        return Some(f);
     };
     let worker = inner
         .worker
@@ -478,6 +497,7 @@ fn run_job(inner: &Arc<Inner>, job: Job, chain: Option<ChainKey>) {
             });
         }
     }
+    None
 }
 
 /// Polls a future with the "in a call" flag set on the polling thread.
@@ -705,6 +725,7 @@ async fn orphaned(inner: &Arc<Inner>, detail: String) {
     );
     inner.stream_lost(PARENT_STREAM, detail.clone());
     inner.forget_lost(&inner.parent_ids, &detail, PARENT_STREAM);
+    inner.fail_outside(&detail);
     loop {
         let idle = state.idle.notified();
         if state.inflight.load(Ordering::SeqCst) == 0 {

@@ -49,8 +49,6 @@ pub(crate) struct LocalOptions {
     raw_payload: bool,
     name: Option<String>,
     connect_timeout: Option<Duration>,
-    /// The ID the master chose (for a context started through another).
-    id: Option<ContextId>,
     /// Start it from the image registered for this platform.
     platform: Option<String>,
     #[cfg(feature = "fault-injection")]
@@ -160,8 +158,7 @@ impl<'a> LocalConnect<'a> {
 /// What a parent is asked to start (the arguments of [`start_local_child`]).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct ChildRequest {
-    id: ContextId,
-    name: String,
+    name: Option<String>,
     first_stage: bool,
     raw_payload: bool,
     connect_timeout_ms: Option<u64>,
@@ -169,19 +166,19 @@ struct ChildRequest {
 }
 
 /// Runs in the intermediate context: starts a local child from this
-/// process's own image and returns its pid. The new context is announced
-/// upward (ADD_ROUTE) before this returns.
+/// process's own image (numbered from this context's block of IDs) and
+/// returns its ID and name. The new context is announced upward
+/// (ADD_ROUTE) before this returns.
 #[crate::remote]
-async fn start_local_child(req: ChildRequest) -> Result<u32, ConnectError> {
+async fn start_local_child(req: ChildRequest) -> Result<(ContextId, String), ConnectError> {
     let inner = crate::bootstrap::child::inner()
         .ok_or_else(|| ConnectError::Aborted("not a child context".to_owned()))?
         .clone();
     let opts = LocalOptions {
         first_stage: req.first_stage,
         raw_payload: req.raw_payload,
-        name: Some(req.name),
+        name: req.name,
         connect_timeout: req.connect_timeout_ms.map(Duration::from_millis),
-        id: Some(req.id),
         platform: req.platform,
         ..LocalOptions::default()
     };
@@ -191,11 +188,12 @@ async fn start_local_child(req: ChildRequest) -> Result<u32, ConnectError> {
         .spawn(connect_local(inner.clone(), opts))
         .await
         .map_err(|e| ConnectError::Aborted(e.to_string()))??;
-    Ok(ctx.pid().unwrap_or_default())
+    Ok((ctx.id, ctx.name.to_string()))
 }
 
-/// Starts a context through `via`: the master picks the ID and name, `via`
-/// does the work and announces the route.
+/// Starts a context through `via`: `via` numbers it from its own block of
+/// IDs (so that every context between it and the master can check the
+/// route it announces), starts it and announces the route.
 async fn connect_via(
     inner: Arc<Inner>,
     via: Context,
@@ -206,14 +204,8 @@ async fn connect_via(
             "the router is shutting down".to_owned(),
         ));
     }
-    let id = inner.next_context_id().await?;
-    let name = opts
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("{}.local.{id}", via.name()));
     let req = ChildRequest {
-        id,
-        name: name.clone(),
+        name: opts.name.clone(),
         first_stage: opts.first_stage,
         raw_payload: opts.raw_payload,
         connect_timeout_ms: opts.connect_timeout.map(|d| d.as_millis() as u64),
@@ -227,16 +219,13 @@ async fn connect_via(
         r = via.call(start_local_child, (req,)) => r,
         () = inner.shutdown_started() => {
             return Err(ConnectError::Aborted(format!(
-                "the router shut down while connecting to {name}"
+                "the router shut down while connecting through {}",
+                via.name()
             )));
         }
     };
     match started {
-        Ok(_pid) => Ok(Context {
-            inner,
-            id,
-            name: name.into(),
-        }),
+        Ok((id, name)) => Ok(inner.context_handle(id, &name)),
         // The intermediate's own connect error, as it described it.
         Err(CallError::Remote(e)) if e.kind == RemoteErrorKind::Returned => Err(via_err(e.message)),
         Err(e) => Err(via_err(e.to_string())),
@@ -275,10 +264,7 @@ pub(crate) async fn connect_local(
             "the router is shutting down".to_owned(),
         ));
     }
-    let id = match opts.id {
-        Some(id) => id,
-        None => inner.next_context_id().await?,
-    };
+    let id = inner.next_context_id().await?;
     let name = opts.name.clone().unwrap_or_else(|| {
         if inner.is_master() {
             format!("local.{id}")
