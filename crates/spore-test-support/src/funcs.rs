@@ -350,3 +350,9 @@ pub async fn wait_for_loss_of(host: spore::Context) -> String {
         Err(e) => e.to_string(),
     }
 }
+
+/// The real uid this context runs as.
+#[spore::remote]
+pub fn my_uid() -> u32 {
+    rustix::process::getuid().as_raw()
+}

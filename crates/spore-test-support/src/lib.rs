@@ -157,3 +157,61 @@ pub fn start_master_with(
     assert_eq!(pids.len(), depth, "bad report {line:?}");
     (master, pids)
 }
+
+/// The facts of the test bed that `testbed/setup.sh` sets up (users, sudo
+/// rules, sshd, namespace hosts, containers), read from its env file.
+pub struct Testbed {
+    vars: std::collections::HashMap<String, String>,
+}
+
+/// Where `testbed/setup.sh` writes its env file.
+pub const TESTBED_ENV: &str = "/var/lib/spore-testbed/env";
+
+impl Testbed {
+    /// The test bed, if it is set up. Without it, outside CI, the test is
+    /// skipped with a loud message on stderr; in CI (`CI` set) a missing
+    /// test bed fails the test: nothing may skip there.
+    pub fn require(test: &str) -> Option<Testbed> {
+        match std::fs::read_to_string(TESTBED_ENV) {
+            Ok(text) => Some(Testbed {
+                vars: text
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            }),
+            Err(e) if std::env::var_os("CI").is_some() => {
+                panic!(
+                    "{test}: the test bed is missing in CI ({TESTBED_ENV}: {e}); .ci/run sets it up"
+                )
+            }
+            Err(e) => {
+                eprintln!(
+                    "\n*** SKIPPED {test}: no test bed ({TESTBED_ENV}: {e}). \
+                     Run `sudo testbed/setup.sh` (as root) to run it. ***\n"
+                );
+                None
+            }
+        }
+    }
+
+    /// A value of the env file, e.g. `SPORE_TB_USER_A`.
+    pub fn get(&self, key: &str) -> &str {
+        self.vars
+            .get(key)
+            .unwrap_or_else(|| panic!("the test bed's env file has no {key}"))
+    }
+}
+
+/// The uid of `user`, from /etc/passwd.
+pub fn uid_of(user: &str) -> u32 {
+    std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&user)).then(|| f[2].parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no user {user}"))
+}

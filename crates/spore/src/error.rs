@@ -77,6 +77,30 @@ pub enum ConnectError {
         /// The OS error.
         detail: String,
     },
+    /// The method needs a password (sudo's "a password is required") and
+    /// none was given.
+    #[error("{context}: {method} needs a password and none was given; last lines: {}", quote_lines(.last_lines))]
+    PasswordRequired {
+        /// The context being started.
+        context: String,
+        /// The method that asked (`sudo`).
+        method: &'static str,
+        /// What the target printed.
+        last_lines: Vec<String>,
+    },
+    /// The method refused outright (sudo: unknown user, not in sudoers,
+    /// not allowed to run the command).
+    #[error("{context}: {reason}; last lines: {}", quote_lines(.last_lines))]
+    Refused {
+        /// The context being started.
+        context: String,
+        /// The method that refused.
+        method: &'static str,
+        /// What was refused.
+        reason: String,
+        /// What the target printed.
+        last_lines: Vec<String>,
+    },
     /// The router was shut down while connecting.
     #[error("connect cancelled: {0}")]
     Aborted(String),

@@ -1774,9 +1774,16 @@ impl Router {
     }
 
     /// Prepares a new local context (a child process on this machine).
-    /// Await the result, or call [`crate::LocalConnect::connect_blocking`].
-    pub fn local(&self) -> crate::LocalConnect<'_> {
-        crate::LocalConnect::new(self)
+    /// Await the result, or call [`crate::Connect::connect_blocking`].
+    pub fn local(&self) -> crate::Connect<'_> {
+        crate::Connect::new(self, crate::bootstrap::Method::Local)
+    }
+
+    /// Prepares a context started through `sudo` as another user, on the
+    /// machine of the context that starts it (this one, or the one given to
+    /// [`crate::Connect::via`]). It goes through the first stage.
+    pub fn sudo(&self, sudo: crate::Sudo) -> crate::Connect<'_> {
+        crate::Connect::new(self, crate::bootstrap::Method::Sudo(sudo))
     }
 
     /// A handle to context `id`, if this router knows it: one it started,
@@ -1873,7 +1880,7 @@ impl Drop for Router {
     }
 }
 
-impl IntoFuture for crate::LocalConnect<'_> {
+impl IntoFuture for crate::Connect<'_> {
     type Output = Result<Context, ConnectError>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
 

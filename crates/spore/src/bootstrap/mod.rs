@@ -2,13 +2,16 @@
 //! stage, handshake), the child's side ([`child`]), and reaping.
 
 pub(crate) mod child;
+mod connect;
 mod image;
-mod local;
+mod method;
 
 use std::time::{Duration, Instant};
 
+pub use connect::Connect;
 pub(crate) use image::Image;
-pub use local::LocalConnect;
+pub(crate) use method::Method;
+pub use method::Sudo;
 
 /// The first stage: a POSIX shell program run as `sh -c FIRST_STAGE NAME`.
 /// See docs/PROTOCOL.md for what it does, byte by byte.

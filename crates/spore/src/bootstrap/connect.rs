@@ -4,8 +4,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ use spore_proto::{Frame, Header, handles};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
-use super::{FIRST_STAGE, Image};
+use super::{Image, Method};
 use crate::CallError;
 use crate::error::ConnectError;
 use crate::router::{ChildEntry, Context, Inner, OutputStream};
@@ -28,7 +27,7 @@ use crate::stream::{self, StreamSender};
 /// Lines of a child's stderr kept for error messages.
 const TAIL_LINES: usize = 20;
 
-/// A pending local connection; await it or call [`LocalConnect::connect_blocking`].
+/// A pending local connection; await it or call [`Connect::connect_blocking`].
 ///
 /// ```no_run
 /// # async fn demo(router: &spore::Router) -> Result<(), spore::ConnectError> {
@@ -36,15 +35,17 @@ const TAIL_LINES: usize = 20;
 /// let staged = router.local().first_stage(true).await?;   // through the POSIX-shell first stage
 /// # Ok(()) }
 /// ```
-#[must_use = "a LocalConnect does nothing until awaited"]
-pub struct LocalConnect<'a> {
+#[must_use = "a Connect does nothing until awaited"]
+pub struct Connect<'a> {
     pub(crate) router: &'a crate::Router,
-    opts: LocalOptions,
+    opts: ConnectOptions,
     via: Option<Context>,
 }
 
-#[derive(Debug, Clone, Default)]
-pub(crate) struct LocalOptions {
+/// How to start a context; sent as is to an intermediate (`via`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ConnectOptions {
+    method: Method,
     first_stage: bool,
     raw_payload: bool,
     name: Option<String>,
@@ -52,14 +53,18 @@ pub(crate) struct LocalOptions {
     /// Start it from the image registered for this platform.
     platform: Option<String>,
     #[cfg(feature = "fault-injection")]
+    #[serde(skip)]
     fault: Option<crate::Fault>,
 }
 
-impl<'a> LocalConnect<'a> {
-    pub(crate) fn new(router: &'a crate::Router) -> Self {
+impl<'a> Connect<'a> {
+    pub(crate) fn new(router: &'a crate::Router, method: Method) -> Self {
         Self {
             router,
-            opts: LocalOptions::default(),
+            opts: ConnectOptions {
+                method,
+                ..ConnectOptions::default()
+            },
             via: None,
         }
     }
@@ -155,33 +160,15 @@ impl<'a> LocalConnect<'a> {
     }
 }
 
-/// What a parent is asked to start (the arguments of [`start_local_child`]).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct ChildRequest {
-    name: Option<String>,
-    first_stage: bool,
-    raw_payload: bool,
-    connect_timeout_ms: Option<u64>,
-    platform: Option<String>,
-}
-
-/// Runs in the intermediate context: starts a local child from this
+/// Runs in the intermediate context: starts a child of it from this
 /// process's own image (numbered from this context's block of IDs) and
 /// returns its ID and name. The new context is announced upward
 /// (ADD_ROUTE) before this returns.
 #[crate::remote]
-async fn start_local_child(req: ChildRequest) -> Result<(ContextId, String), ConnectError> {
+async fn start_child(opts: ConnectOptions) -> Result<(ContextId, String), ConnectError> {
     let inner = crate::bootstrap::child::inner()
         .ok_or_else(|| ConnectError::Aborted("not a child context".to_owned()))?
         .clone();
-    let opts = LocalOptions {
-        first_stage: req.first_stage,
-        raw_payload: req.raw_payload,
-        name: req.name,
-        connect_timeout: req.connect_timeout_ms.map(Duration::from_millis),
-        platform: req.platform,
-        ..LocalOptions::default()
-    };
     // Streams belong to the I/O loop, whatever thread runs this call.
     let ctx = inner
         .rt
@@ -197,26 +184,19 @@ async fn start_local_child(req: ChildRequest) -> Result<(ContextId, String), Con
 async fn connect_via(
     inner: Arc<Inner>,
     via: Context,
-    opts: LocalOptions,
+    opts: ConnectOptions,
 ) -> Result<Context, ConnectError> {
     if inner.is_shutting_down() {
         return Err(ConnectError::Aborted(
             "the router is shutting down".to_owned(),
         ));
     }
-    let req = ChildRequest {
-        name: opts.name.clone(),
-        first_stage: opts.first_stage,
-        raw_payload: opts.raw_payload,
-        connect_timeout_ms: opts.connect_timeout.map(|d| d.as_millis() as u64),
-        platform: opts.platform.clone(),
-    };
     let via_err = |detail: String| ConnectError::Via {
         via: via.name().to_owned(),
         detail,
     };
     let started = tokio::select! {
-        r = via.call(start_local_child, (req,)) => r,
+        r = via.call(start_child, (opts,)) => r,
         () = inner.shutdown_started() => {
             return Err(ConnectError::Aborted(format!(
                 "the router shut down while connecting through {}",
@@ -257,7 +237,7 @@ fn push_tail(tail: &Tail, line: String) {
 /// Starts a local child context. Runs on the I/O loop.
 pub(crate) async fn connect_local(
     inner: Arc<Inner>,
-    mut opts: LocalOptions,
+    mut opts: ConnectOptions,
 ) -> Result<Context, ConnectError> {
     if inner.is_shutting_down() {
         return Err(ConnectError::Aborted(
@@ -266,12 +246,16 @@ pub(crate) async fn connect_local(
     }
     let id = inner.next_context_id().await?;
     let name = opts.name.clone().unwrap_or_else(|| {
+        let part = opts.method.name_part(id);
         if inner.is_master() {
-            format!("local.{id}")
+            part
         } else {
-            format!("{}.local.{id}", inner.name)
+            format!("{}.{part}", inner.name)
         }
     });
+    if opts.method.needs_first_stage() {
+        opts.first_stage = true;
+    }
     let proc_name = format!("spore:{name}");
     let image_err = |detail| ConnectError::Image {
         context: name.clone(),
@@ -288,18 +272,12 @@ pub(crate) async fn connect_local(
             Arc::new(Image::from_compressed(label, compressed).map_err(image_err)?)
         }
     };
-    // A local child runs on this machine: a dynamically linked image is fine.
-    image.check_shippable(true).map_err(image_err)?;
+    // On this machine a dynamically linked image is fine.
+    image
+        .check_shippable(opts.method.same_machine())
+        .map_err(image_err)?;
 
-    let mut cmd = if opts.first_stage {
-        let mut c = Command::new("/bin/sh");
-        c.arg("-c").arg(FIRST_STAGE).arg(&proc_name);
-        c
-    } else {
-        let mut c = Command::new(&image.path);
-        c.arg0(&proc_name).arg(handshake::CHILD_ARG);
-        c
-    };
+    let (mut cmd, program) = opts.method.command(&image, opts.first_stage, &proc_name);
     // The stream is a socket pair, not two pipes: a pipe copies in and out
     // under one lock, a socket lets both sides copy at once (about 3x the
     // throughput for large messages here). The child gets its end as stdin
@@ -318,11 +296,6 @@ pub(crate) async fn connect_local(
     cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::from(OwnedFd::from(theirs_too)))
         .stderr(Stdio::piped());
-    let program = if opts.first_stage {
-        "/bin/sh".to_owned()
-    } else {
-        image.path.display().to_string()
-    };
     let mut process = cmd.spawn().map_err(|e| ConnectError::Spawn {
         context: name.clone(),
         program,
@@ -388,6 +361,12 @@ pub(crate) async fn connect_local(
                 &mut e
             {
                 *last_lines = lines;
+            }
+            // The method may know what its own diagnostics mean.
+            if let ConnectError::Eof { last_lines, .. } = &e {
+                if let Some(known) = opts.method.diagnose(&name, last_lines) {
+                    return Err(known);
+                }
             }
             return Err(e);
         }
@@ -457,7 +436,7 @@ async fn handshake(
     id: u32,
     name: &str,
     image: &Image,
-    opts: &LocalOptions,
+    opts: &ConnectOptions,
     stdin: OwnedFd,
     stdout: &AsyncFd<OwnedFd>,
     tail: &Tail,

@@ -1,0 +1,74 @@
+//! Contexts started through sudo, against the test bed's users and sudo
+//! rules (testbed/setup.sh): spore-a may become spore-b without a password
+//! and root only with one.
+
+use std::time::Duration;
+
+use spore::{ConnectError, Sudo};
+use spore_test_support::funcs::*;
+use spore_test_support::{Fixture, Testbed, uid_of, wait_gone};
+
+fn fixture() -> Fixture {
+    Fixture::new(env!("CARGO_BIN_EXE_spore-fixture"))
+}
+
+#[tokio::test]
+async fn sudo_starts_contexts_as_other_users_directly_and_in_chains() {
+    let Some(tb) = Testbed::require("sudo_starts_contexts_as_other_users") else {
+        return;
+    };
+    let (user_a, user_b) = (tb.get("SPORE_TB_USER_A"), tb.get("SPORE_TB_USER_B"));
+    let fx = fixture();
+    let router = fx.router();
+    let b = router.sudo(Sudo::user(user_b)).await.unwrap();
+    assert_eq!(b.name(), format!("sudo.{user_b}"));
+    assert_eq!(b.call(my_uid, ()).await.unwrap(), uid_of(user_b));
+    assert_eq!(b.call(add, (2, 3)).await.unwrap(), 5);
+    // As spore-a, then from there (its own sudo rule, no password) as spore-b.
+    let a = router.sudo(Sudo::user(user_a)).await.unwrap();
+    let ab = router.sudo(Sudo::user(user_b)).via(&a).await.unwrap();
+    assert_eq!(ab.name(), format!("sudo.{user_a}.sudo.{user_b}"));
+    assert_eq!(a.call(my_uid, ()).await.unwrap(), uid_of(user_a));
+    assert_eq!(ab.call(my_uid, ()).await.unwrap(), uid_of(user_b));
+    let facts = ab.call(spore::builtins::facts, ()).await.unwrap();
+    router.shutdown().await;
+    assert!(
+        wait_gone(facts.pid, Duration::from_secs(10)).is_some(),
+        "the sudo'd grandchild outlived the router's shutdown"
+    );
+}
+
+#[tokio::test]
+async fn sudo_failures_are_typed_and_quote_sudo() {
+    let Some(tb) = Testbed::require("sudo_failures_are_typed_and_quote_sudo") else {
+        return;
+    };
+    let user_a = tb.get("SPORE_TB_USER_A");
+    let fx = fixture();
+    let router = fx.router();
+    let err = router
+        .sudo(Sudo::user("spore-no-such-user"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::Refused { method: "sudo", last_lines, .. }
+            if last_lines.iter().any(|l| l.contains("unknown user"))),
+        "{err}"
+    );
+    // spore-a may become root only with a password: none is given.
+    let a = router.sudo(Sudo::user(user_a)).await.unwrap();
+    let err = router.sudo(Sudo::root()).via(&a).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("through sudo.{user_a}"))
+            && text.contains("sudo needs a password and none was given")
+            && text.contains("a password is required"),
+        "{text}"
+    );
+    assert_eq!(
+        a.call(add, (1, 1)).await.unwrap(),
+        2,
+        "the intermediate is unharmed"
+    );
+    router.shutdown().await;
+}
