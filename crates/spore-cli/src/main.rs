@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use clap::{ArgAction, Parser, Subcommand};
 use spore::{Context, OutputStream, Router};
 
-/// Start copies of this program as contexts (local processes now; ssh,
-/// sudo and containers later) and work with them.
+/// Start copies of this program as contexts (local processes and sudo now;
+/// ssh, su, doas and containers later) and work with them.
 ///
 /// A TARGET is hops joined by `/`, each `METHOD[:ARG]`. Implemented today:
-/// `local` (one local context) and `local:N` (N local contexts). With no
+/// `local` (one local context), `local:N` (N local contexts), `sudo` (one
+/// context as root through `sudo -n`) and `sudo:USER` (as USER). With no
 /// target, `local` is used.
 #[derive(Parser)]
 #[command(name = "spore", version)]
@@ -38,8 +39,9 @@ enum Command {
     /// of a no-op call, hostname, arch, kernel, pid and resident memory.
     Ping {
         /// Targets: hops joined by `/`, each `METHOD[:ARG]`, e.g. `local`,
-        /// `local:4`, `local/local/local` (a context started by a context
-        /// started by a context; the last hop is pinged). No target: `local`.
+        /// `local:4`, `sudo:postgres`, `local/local/local` (a context started
+        /// by a context started by a context; the last hop is pinged). No
+        /// target: `local`.
         targets: Vec<String>,
     },
     /// Run a command in each context; its output is printed prefixed by the
@@ -142,11 +144,15 @@ async fn connect_all(
     for chain in chains {
         // The contexts of the previous hop (`None`: this process).
         let mut parents: Vec<Option<Context>> = vec![None];
-        for &count in &chain {
+        for hop in &chain {
             let mut tasks = tokio::task::JoinSet::new();
             for parent in &parents {
-                for _ in 0..count {
-                    let mut connect = router.local().first_stage(cli.first_stage);
+                for _ in 0..hop.count {
+                    let mut connect = match &hop.method {
+                        target::Method::Local => router.local().first_stage(cli.first_stage),
+                        target::Method::Sudo(None) => router.sudo(spore::Sudo::root()),
+                        target::Method::Sudo(Some(user)) => router.sudo(spore::Sudo::user(user)),
+                    };
                     if let Some(p) = parent {
                         connect = connect.via(p);
                     }

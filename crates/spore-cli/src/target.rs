@@ -3,17 +3,39 @@
 use anyhow::{anyhow, bail};
 
 /// Methods this build implements.
-const METHODS: &str = "local, local:N, and chains of them (local/local)";
+const METHODS: &str = "local, local:N, sudo, sudo:USER, and chains of them (local/sudo:postgres)";
 
-/// One target: how many contexts each hop starts, outermost first. Hop `k`
-/// starts its count under every context of hop `k - 1`; the last hop's
-/// contexts are the ones acted on.
-pub type Chain = Vec<usize>;
+/// How one hop starts its contexts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    /// `local` / `local:N`: N local contexts.
+    Local,
+    /// `sudo` / `sudo:USER`: one context as USER (default root).
+    Sudo(Option<String>),
+}
+
+/// One hop: a method and how many contexts it starts under each context of
+/// the hop before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// The method.
+    pub method: Method,
+    /// Contexts per parent.
+    pub count: usize,
+}
+
+/// One target: its hops, outermost first. Hop `k` starts its contexts
+/// under every context of hop `k - 1`; the last hop's contexts are the
+/// ones acted on.
+pub type Chain = Vec<Hop>;
 
 /// Parses targets (no targets: one `local`).
 pub fn parse(targets: &[String]) -> anyhow::Result<Vec<Chain>> {
     if targets.is_empty() {
-        return Ok(vec![vec![1]]);
+        return Ok(vec![vec![Hop {
+            method: Method::Local,
+            count: 1,
+        }]]);
     }
     targets.iter().map(|t| parse_one(t)).collect()
 }
@@ -22,14 +44,15 @@ fn parse_one(t: &str) -> anyhow::Result<Chain> {
     t.split('/').map(|hop| parse_hop(t, hop)).collect()
 }
 
-fn parse_hop(t: &str, hop: &str) -> anyhow::Result<usize> {
+fn parse_hop(t: &str, hop: &str) -> anyhow::Result<Hop> {
     let (method, arg) = match hop.split_once(':') {
         Some((m, a)) => (m, Some(a)),
         None => (hop, None),
     };
+    let one = |method| Ok(Hop { method, count: 1 });
     match (method, arg) {
         ("", _) => bail!("target {t:?}: empty hop (hops are joined by a single '/')"),
-        ("local", None) => Ok(1),
+        ("local", None) => one(Method::Local),
         ("local", Some(a)) => {
             let k: usize = a.parse().map_err(|_| {
                 anyhow!("target {t:?}: local:N needs a number of contexts, got {a:?}")
@@ -37,10 +60,16 @@ fn parse_hop(t: &str, hop: &str) -> anyhow::Result<usize> {
             if k == 0 {
                 bail!("target {t:?}: local:N needs at least one context");
             }
-            Ok(k)
+            Ok(Hop {
+                method: Method::Local,
+                count: k,
+            })
         }
+        ("sudo", None) => one(Method::Sudo(None)),
+        ("sudo", Some("")) => bail!("target {t:?}: sudo:USER needs a user name"),
+        ("sudo", Some(user)) => one(Method::Sudo(Some(user.to_owned()))),
         (m, _) => bail!(
-            "target {t:?}: unknown method {m:?} (implemented: {METHODS}; ssh, sudo, su, doas, podman, docker, nsenter and chroot are planned)"
+            "target {t:?}: unknown method {m:?} (implemented: {METHODS}; ssh, su, doas, podman, docker, nsenter and chroot are planned)"
         ),
     }
 }
@@ -49,20 +78,34 @@ fn parse_hop(t: &str, hop: &str) -> anyhow::Result<usize> {
 mod tests {
     use super::*;
 
-    fn t(v: &[&str]) -> anyhow::Result<Vec<Chain>> {
-        parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    fn counts(v: &[&str]) -> anyhow::Result<Vec<Vec<usize>>> {
+        let chains = parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        Ok(chains
+            .into_iter()
+            .map(|c| c.into_iter().map(|h| h.count).collect())
+            .collect())
     }
 
     #[test]
     fn targets_parse_into_chains_and_errors_name_the_problem() {
-        assert_eq!(t(&[]).unwrap(), [vec![1]]);
-        assert_eq!(t(&["local", "local:3"]).unwrap(), [vec![1], vec![3]]);
-        assert_eq!(t(&["local/local:2/local"]).unwrap(), [vec![1, 2, 1]]);
-        let err = |v: &[&str]| t(v).unwrap_err().to_string();
+        assert_eq!(counts(&[]).unwrap(), [vec![1]]);
+        assert_eq!(counts(&["local", "local:3"]).unwrap(), [vec![1], vec![3]]);
+        assert_eq!(counts(&["local/local:2/local"]).unwrap(), [vec![1, 2, 1]]);
+        let chain = &parse(&["local/sudo:postgres/sudo".to_owned()]).unwrap()[0];
+        assert_eq!(
+            chain.iter().map(|h| h.method.clone()).collect::<Vec<_>>(),
+            [
+                Method::Local,
+                Method::Sudo(Some("postgres".into())),
+                Method::Sudo(None)
+            ]
+        );
+        let err = |v: &[&str]| counts(v).unwrap_err().to_string();
         assert!(err(&["ssh:web1"]).contains("unknown method \"ssh\""));
         assert!(err(&["local//local"]).contains("empty hop"));
         assert!(err(&["local/"]).contains("empty hop"));
         assert!(err(&["local:x"]).contains("needs a number"));
         assert!(err(&["local/local:0"]).contains("at least one"));
+        assert!(err(&["sudo:"]).contains("needs a user name"));
     }
 }

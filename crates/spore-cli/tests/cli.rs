@@ -143,3 +143,42 @@ fn bench_quick_prints_every_key_as_json() {
     assert!(v["start_5_local_s"].as_f64().is_some());
     assert!(v["tree_8_start_s"].as_f64().is_some());
 }
+
+/// Whether the test bed (testbed/setup.sh) is there; outside CI a missing
+/// one skips the test loudly, in CI it fails it.
+fn testbed_ready(test: &str) -> bool {
+    const ENV: &str = "/var/lib/spore-testbed/env";
+    if std::path::Path::new(ENV).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: the test bed is missing in CI ({ENV})"
+    );
+    eprintln!("\n*** SKIPPED {test}: no test bed ({ENV}); run testbed/setup.sh as root ***\n");
+    false
+}
+
+#[test]
+fn ping_through_sudo_hops() {
+    if !testbed_ready("ping_through_sudo_hops") {
+        return;
+    }
+    let out = spore(&["ping", "sudo:spore-b", "local/sudo:spore-a/sudo:spore-b"]);
+    let mut names = pinged(&out);
+    names.sort();
+    assert_eq!(
+        names,
+        ["local.2.sudo.spore-a.sudo.spore-b", "sudo.spore-b"],
+        "{}",
+        text(&out.stdout)
+    );
+    let out = spore(&["ping", "sudo:spore-no-such-user"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("sudo refused to run as spore-no-such-user")
+            && stderr.contains("unknown user"),
+        "{stderr}"
+    );
+}
