@@ -1432,7 +1432,9 @@ impl Context {
     }
 
     /// The process ID of the context on its machine, when this router knows
-    /// it (a context it started, or one announced to it from below).
+    /// it (a context it started, or one announced to it from below). For a
+    /// context started through another program (sudo), it is that
+    /// program's pid; `spore::builtins::facts` reports the context's own.
     pub fn pid(&self) -> Option<u32> {
         self.inner
             .children
