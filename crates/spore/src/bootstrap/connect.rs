@@ -1,6 +1,7 @@
-//! The `local` connection method: a child process on this machine, started
-//! either by exec'ing the image directly (the default, fastest) or through
-//! the same first stage that remote methods use.
+//! Starting a context, whatever the method (`method.rs` says how the
+//! process is started): a local child by exec'ing the image directly (the
+//! default, fastest) or through the first stage, which every other method
+//! uses; then the handshake, the stream and the route.
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
@@ -27,12 +28,14 @@ use crate::stream::{self, StreamSender};
 /// Lines of a child's stderr kept for error messages.
 const TAIL_LINES: usize = 20;
 
-/// A pending local connection; await it or call [`Connect::connect_blocking`].
+/// A pending connection (from [`crate::Router::local`] or
+/// [`crate::Router::sudo`]); await it or call [`Connect::connect_blocking`].
 ///
 /// ```no_run
 /// # async fn demo(router: &spore::Router) -> Result<(), spore::ConnectError> {
 /// let fast = router.local().await?;                        // exec the image directly
 /// let staged = router.local().first_stage(true).await?;   // through the POSIX-shell first stage
+/// let other = router.sudo(spore::Sudo::user("postgres")).await?;
 /// # Ok(()) }
 /// ```
 #[must_use = "a Connect does nothing until awaited"]
@@ -69,8 +72,8 @@ impl<'a> Connect<'a> {
         }
     }
 
-    /// Start the child through the first stage over its stream (as ssh and sudo
-    /// do) instead of exec'ing the image directly.
+    /// Start a local child through the first stage over its stream (as
+    /// every other method does) instead of exec'ing the image directly.
     pub fn first_stage(mut self, on: bool) -> Self {
         self.opts.first_stage = on;
         self
@@ -84,7 +87,8 @@ impl<'a> Connect<'a> {
         self
     }
 
-    /// Name the context (default `local.<id>`).
+    /// Name the context (default `local.<id>` or `sudo.<user>`, after the
+    /// name of the context that starts it and a dot, except in the master).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.opts.name = Some(name.into());
         self
@@ -116,13 +120,14 @@ impl<'a> Connect<'a> {
     /// `parent` starts it from its own in-memory image (nothing is sent from
     /// here but the request) and becomes its parent. Every context on the
     /// way learns the route, so calls, logs and output flow as for a direct
-    /// child. The name shows the path, e.g. `local.1.local.2`.
+    /// child. The name shows the path, e.g. `local.1.local.2`. Every
+    /// method works this way (`router.sudo(..).via(&ctx)`).
     ///
     /// ```no_run
     /// # async fn demo(router: &spore::Router) -> Result<(), spore::ConnectError> {
     /// let a = router.local().await?;
     /// let b = router.local().via(&a).await?;      // local.1.local.2
-    /// let c = router.local().via(&b).await?;      // local.1.local.2.local.3
+    /// let c = router.local().via(&b).await?;      // local.1.local.2.local.1002
     /// # Ok(()) }
     /// ```
     pub fn via(mut self, parent: &Context) -> Self {
