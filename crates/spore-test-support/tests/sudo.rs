@@ -51,13 +51,19 @@ async fn sudo_failures_are_typed_and_quote_sudo() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ConnectError::Refused { method: "sudo", last_lines, .. }
-            if last_lines.iter().any(|l| l.contains("unknown user"))),
+        matches!(&err, ConnectError::Refused { method, last_lines, .. }
+            if method == "sudo" && last_lines.iter().any(|l| l.contains("unknown user"))),
         "{err}"
     );
     // spore-a may become root only with a password: none is given.
     let a = router.sudo(Sudo::user(user_a)).await.unwrap();
     let err = router.sudo(Sudo::root()).via(&a).await.unwrap_err();
+    // Typed across the hop, and named where it happened.
+    assert!(
+        matches!(&err, ConnectError::Via { via, cause }
+            if *via == a.name() && matches!(**cause, ConnectError::PasswordRequired { .. })),
+        "{err:?}"
+    );
     let text = err.to_string();
     assert!(
         text.contains(&format!("through sudo.{user_a}"))

@@ -1,10 +1,14 @@
 //! Errors of starting a context.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// Why a context could not be started. Every variant names the context and
 /// quotes what the target printed, so the cause can be acted on.
-#[derive(Debug, Clone, thiserror::Error)]
+///
+/// It serializes: an intermediate reports its own failure to start a context
+/// as it is, and the caller gets it inside [`ConnectError::Via`].
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ConnectError {
     /// The program could not be started at all.
@@ -23,7 +27,7 @@ pub enum ConnectError {
         /// The context being started.
         context: String,
         /// Which handshake step was waiting.
-        stage: &'static str,
+        stage: Cow<'static, str>,
         /// The last lines the target wrote to stdout/stderr.
         last_lines: Vec<String>,
     },
@@ -42,7 +46,7 @@ pub enum ConnectError {
         /// The context being started.
         context: String,
         /// Which handshake step was waiting.
-        stage: &'static str,
+        stage: Cow<'static, str>,
         /// The configured connect timeout.
         after: Duration,
         /// The last lines the target wrote.
@@ -54,7 +58,7 @@ pub enum ConnectError {
         /// The context being started.
         context: String,
         /// Which handshake step.
-        stage: &'static str,
+        stage: Cow<'static, str>,
         /// What was received instead.
         detail: String,
     },
@@ -73,7 +77,7 @@ pub enum ConnectError {
         /// The context being started.
         context: String,
         /// Which handshake step.
-        stage: &'static str,
+        stage: Cow<'static, str>,
         /// The OS error.
         detail: String,
     },
@@ -84,7 +88,7 @@ pub enum ConnectError {
         /// The context being started.
         context: String,
         /// The method that asked (`sudo`).
-        method: &'static str,
+        method: Cow<'static, str>,
         /// What the target printed.
         last_lines: Vec<String>,
     },
@@ -95,7 +99,7 @@ pub enum ConnectError {
         /// The context being started.
         context: String,
         /// The method that refused.
-        method: &'static str,
+        method: Cow<'static, str>,
         /// What was refused.
         reason: String,
         /// What the target printed.
@@ -113,13 +117,22 @@ pub enum ConnectError {
         /// Why.
         detail: String,
     },
-    /// Starting the context through `via` failed there; `detail` is what
-    /// `via` reported (its own connect error, or why it could not be asked).
-    #[error("through {via}: {detail}")]
+    /// Starting the context through `via` failed there: `cause` is the
+    /// error `via` met (itself a `Via` for a deeper chain).
+    #[error("through {via}: {cause}")]
     Via {
         /// The intermediate context.
         via: String,
-        /// What went wrong, as reported by or about `via`.
+        /// What went wrong there.
+        cause: Box<ConnectError>,
+    },
+    /// An intermediate could not be asked to start a context (it was lost,
+    /// or refused the request).
+    #[error("could not ask {via} to start a context: {detail}")]
+    Unreachable {
+        /// The intermediate context.
+        via: String,
+        /// What went wrong.
         detail: String,
     },
 }

@@ -14,13 +14,12 @@ use bytes::Bytes;
 use bytes::{BufMut, BytesMut};
 use spore_proto::ContextId;
 use spore_proto::handshake::{self, FAIL_PREFIX, MAX_LINE};
-use spore_proto::messages::{ChildConfig, RemoteErrorKind, RouteAdded};
+use spore_proto::messages::{ChildConfig, RouteAdded};
 use spore_proto::{Frame, Header, handles};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 use super::{Image, Method};
-use crate::CallError;
 use crate::error::ConnectError;
 use crate::router::{ChildEntry, Context, Inner, OutputStream};
 use crate::stream::{self, StreamSender};
@@ -165,22 +164,32 @@ impl<'a> Connect<'a> {
     }
 }
 
+/// What [`start_child`] answers: the new context, or the intermediate's own
+/// connect error as a value (so that it arrives typed).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum ChildStart {
+    Started { id: ContextId, name: String },
+    Failed(ConnectError),
+}
+
 /// Runs in the intermediate context: starts a child of it from this
 /// process's own image (numbered from this context's block of IDs) and
 /// returns its ID and name. The new context is announced upward
 /// (ADD_ROUTE) before this returns.
 #[crate::remote]
-async fn start_child(opts: ConnectOptions) -> Result<(ContextId, String), ConnectError> {
-    let inner = crate::bootstrap::child::inner()
-        .ok_or_else(|| ConnectError::Aborted("not a child context".to_owned()))?
-        .clone();
+async fn start_child(opts: ConnectOptions) -> ChildStart {
+    let Some(inner) = crate::bootstrap::child::inner().cloned() else {
+        return ChildStart::Failed(ConnectError::Aborted("not a child context".to_owned()));
+    };
     // Streams belong to the I/O loop, whatever thread runs this call.
-    let ctx = inner
-        .rt
-        .spawn(connect_local(inner.clone(), opts))
-        .await
-        .map_err(|e| ConnectError::Aborted(e.to_string()))??;
-    Ok((ctx.id, ctx.name.to_string()))
+    match inner.rt.spawn(connect_local(inner.clone(), opts)).await {
+        Ok(Ok(ctx)) => ChildStart::Started {
+            id: ctx.id,
+            name: ctx.name.to_string(),
+        },
+        Ok(Err(e)) => ChildStart::Failed(e),
+        Err(e) => ChildStart::Failed(ConnectError::Aborted(e.to_string())),
+    }
 }
 
 /// Starts a context through `via`: `via` numbers it from its own block of
@@ -196,10 +205,6 @@ async fn connect_via(
             "the router is shutting down".to_owned(),
         ));
     }
-    let via_err = |detail: String| ConnectError::Via {
-        via: via.name().to_owned(),
-        detail,
-    };
     let started = tokio::select! {
         r = via.call(start_child, (opts,)) => r,
         () = inner.shutdown_started() => {
@@ -210,17 +215,22 @@ async fn connect_via(
         }
     };
     match started {
-        Ok((id, name)) => Ok(inner.context_handle(id, &name)),
-        // The intermediate's own connect error, as it described it.
-        Err(CallError::Remote(e)) if e.kind == RemoteErrorKind::Returned => Err(via_err(e.message)),
-        Err(e) => Err(via_err(e.to_string())),
+        Ok(ChildStart::Started { id, name }) => Ok(inner.context_handle(id, &name)),
+        Ok(ChildStart::Failed(cause)) => Err(ConnectError::Via {
+            via: via.name().to_owned(),
+            cause: Box::new(cause),
+        }),
+        Err(e) => Err(ConnectError::Unreachable {
+            via: via.name().to_owned(),
+            detail: e.to_string(),
+        }),
     }
 }
 
 fn setup_error(name: &str, e: std::io::Error) -> ConnectError {
     ConnectError::Io {
         context: name.to_owned(),
-        stage: "setup",
+        stage: "setup".into(),
         detail: e.to_string(),
     }
 }
@@ -348,7 +358,7 @@ pub(crate) async fn connect_local(
             Ok(r) => r,
             Err(_) => Err(ConnectError::Timeout {
                 context: name.clone(),
-                stage: *stage.lock().unwrap(),
+                stage: (*stage.lock().unwrap()).into(),
                 after: timeout,
                 last_lines: Vec::new(),
             }),
@@ -462,7 +472,7 @@ async fn handshake(
             push_tail(tail, line.clone());
             ConnectError::Protocol {
                 context: name.to_owned(),
-                stage: "first stage",
+                stage: "first stage".into(),
                 detail: format!("expected a SPORE-READY line, got {line:?}"),
             }
         })?;
@@ -519,7 +529,7 @@ async fn handshake(
         }
         Some((proto, build)) => Err(ConnectError::Protocol {
             context: name.to_owned(),
-            stage: "handshake",
+            stage: "handshake".into(),
             detail: format!(
                 "the child runs protocol {proto} build {build}, this is protocol {} build {}",
                 spore_proto::PROTOCOL_VERSION,
@@ -528,7 +538,7 @@ async fn handshake(
         }),
         None => Err(ConnectError::Protocol {
             context: name.to_owned(),
-            stage: "handshake",
+            stage: "handshake".into(),
             detail: format!("expected a SPORE-UP line, got {line:?}"),
         }),
     }
@@ -548,12 +558,12 @@ async fn read_marker(
         .await
         .map_err(|e| ConnectError::Io {
             context: name.to_owned(),
-            stage,
+            stage: stage.into(),
             detail: e.to_string(),
         })?
         .ok_or_else(|| ConnectError::Eof {
             context: name.to_owned(),
-            stage,
+            stage: stage.into(),
             last_lines: Vec::new(),
         })?;
     match line.strip_prefix(FAIL_PREFIX) {
@@ -606,7 +616,7 @@ async fn inject_fault(
     let line = read_marker(stdout, &mut rbuf, name, &tracker, "first stage").await?;
     Err(ConnectError::Protocol {
         context: name.to_owned(),
-        stage: "first stage",
+        stage: "first stage".into(),
         detail: format!("unexpected line {line:?}"),
     })
 }

@@ -146,7 +146,7 @@ impl Method {
         if said("a password is required") {
             return Some(ConnectError::PasswordRequired {
                 context: context.to_owned(),
-                method: "sudo",
+                method: "sudo".into(),
                 last_lines: last_lines.to_vec(),
             });
         }
@@ -158,7 +158,7 @@ impl Method {
         if refused.iter().any(|n| said(n)) {
             return Some(ConnectError::Refused {
                 context: context.to_owned(),
-                method: "sudo",
+                method: "sudo".into(),
                 reason: format!("sudo refused to run as {}", s.target_user()),
                 last_lines: last_lines.to_vec(),
             });
