@@ -14,8 +14,9 @@ use spore::{Context, OutputStream, Router};
 ///
 /// A TARGET is hops joined by `/`, each `METHOD[:ARG]`. Implemented today:
 /// `local` (one local context), `local:N` (N local contexts), `sudo` (one
-/// context as root through `sudo -n`) and `sudo:USER` (as USER). With no
-/// target, `local` is used.
+/// context as root through `sudo -n`), `sudo:USER` (as USER) and
+/// `ssh:[USER@]HOST[:PORT]` (with the system's ssh, its config and agent;
+/// the image must be static). With no target, `local` is used.
 #[derive(Parser)]
 #[command(name = "spore", version)]
 struct Cli {
@@ -152,6 +153,16 @@ async fn connect_all(
                         target::Method::Local => router.local().first_stage(cli.first_stage),
                         target::Method::Sudo(None) => router.sudo(spore::Sudo::root()),
                         target::Method::Sudo(Some(user)) => router.sudo(spore::Sudo::user(user)),
+                        target::Method::Ssh { user, host, port } => {
+                            let mut ssh = spore::Ssh::host(host);
+                            if let Some(user) = user {
+                                ssh = ssh.user(user);
+                            }
+                            if let Some(port) = port {
+                                ssh = ssh.port(*port);
+                            }
+                            router.ssh(ssh)
+                        }
                     };
                     if let Some(p) = parent {
                         connect = connect.via(p);

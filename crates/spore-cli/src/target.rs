@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail};
 
 /// Methods this build implements.
-const METHODS: &str = "local, local:N, sudo, sudo:USER, and chains of them (local/sudo:postgres)";
+const METHODS: &str = "local, local:N, sudo, sudo:USER, ssh:[USER@]HOST[:PORT], and chains of them (ssh:web1/sudo:postgres)";
 
 /// How one hop starts its contexts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +12,15 @@ pub enum Method {
     Local,
     /// `sudo` / `sudo:USER`: one context as USER (default root).
     Sudo(Option<String>),
+    /// `ssh:[USER@]HOST[:PORT]`: one context over ssh.
+    Ssh {
+        /// The remote user, if given.
+        user: Option<String>,
+        /// The host (or a `Host` of the ssh config).
+        host: String,
+        /// The port, if given.
+        port: Option<u16>,
+    },
 }
 
 /// One hop: a method and how many contexts it starts under each context of
@@ -68,8 +77,32 @@ fn parse_hop(t: &str, hop: &str) -> anyhow::Result<Hop> {
         ("sudo", None) => one(Method::Sudo(None)),
         ("sudo", Some("")) => bail!("target {t:?}: sudo:USER needs a user name"),
         ("sudo", Some(user)) => one(Method::Sudo(Some(user.to_owned()))),
+        ("ssh", None | Some("")) => bail!("target {t:?}: ssh needs a host: ssh:[USER@]HOST[:PORT]"),
+        ("ssh", Some(dest)) => {
+            let (user, rest) = match dest.split_once('@') {
+                Some((u, r)) => (Some(u.to_owned()), r),
+                None => (None, dest),
+            };
+            let (host, port) = match rest.rsplit_once(':') {
+                Some((h, p)) => {
+                    let port = p.parse().map_err(|_| {
+                        anyhow!("target {t:?}: ssh port {p:?} is not a port number")
+                    })?;
+                    (h, Some(port))
+                }
+                None => (rest, None),
+            };
+            if host.is_empty() {
+                bail!("target {t:?}: ssh needs a host: ssh:[USER@]HOST[:PORT]");
+            }
+            one(Method::Ssh {
+                user,
+                host: host.to_owned(),
+                port,
+            })
+        }
         (m, _) => bail!(
-            "target {t:?}: unknown method {m:?} (implemented: {METHODS}; ssh, su, doas, podman, docker, nsenter and chroot are planned)"
+            "target {t:?}: unknown method {m:?} (implemented: {METHODS}; su, doas, podman, docker, nsenter and chroot are planned)"
         ),
     }
 }
@@ -101,7 +134,27 @@ mod tests {
             ]
         );
         let err = |v: &[&str]| counts(v).unwrap_err().to_string();
-        assert!(err(&["ssh:web1"]).contains("unknown method \"ssh\""));
+        assert!(err(&["bogus:web1"]).contains("unknown method \"bogus\""));
+        assert_eq!(
+            parse(&["ssh:deploy@web1:2222/ssh:db".to_owned()]).unwrap()[0]
+                .iter()
+                .map(|h| h.method.clone())
+                .collect::<Vec<_>>(),
+            [
+                Method::Ssh {
+                    user: Some("deploy".into()),
+                    host: "web1".into(),
+                    port: Some(2222)
+                },
+                Method::Ssh {
+                    user: None,
+                    host: "db".into(),
+                    port: None
+                }
+            ]
+        );
+        assert!(err(&["ssh:"]).contains("ssh needs a host"));
+        assert!(err(&["ssh:web1:x"]).contains("not a port number"));
         assert!(err(&["local//local"]).contains("empty hop"));
         assert!(err(&["local/"]).contains("empty hop"));
         assert!(err(&["local:x"]).contains("needs a number"));

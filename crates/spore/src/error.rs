@@ -105,6 +105,17 @@ pub enum ConnectError {
         /// What the target printed.
         last_lines: Vec<String>,
     },
+    /// ssh could not reach the target; `failure` says why, `last_lines`
+    /// quote ssh.
+    #[error("{context}: ssh: {failure}; last lines: {}", quote_lines(.last_lines))]
+    Ssh {
+        /// The context being started.
+        context: String,
+        /// What went wrong.
+        failure: crate::SshFailure,
+        /// What ssh printed.
+        last_lines: Vec<String>,
+    },
     /// The router was shut down while connecting.
     #[error("connect cancelled: {0}")]
     Aborted(String),

@@ -1788,6 +1788,13 @@ impl Router {
         crate::Connect::new(self, crate::bootstrap::Method::Sudo(sudo))
     }
 
+    /// Prepares a context on another machine, reached with the system's
+    /// OpenSSH client from this context (or from the one given to
+    /// [`crate::Connect::via`]). It goes through the first stage.
+    pub fn ssh(&self, ssh: crate::Ssh) -> crate::Connect<'_> {
+        crate::Connect::new(self, crate::bootstrap::Method::Ssh(ssh))
+    }
+
     /// A handle to context `id`, if this router knows it: one it started,
     /// directly or through another, or one announced to it. A lost context
     /// stays known; calls to it then fail at once.

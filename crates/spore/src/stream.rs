@@ -460,7 +460,7 @@ pub(crate) async fn read_some(
     }
 }
 
-/// Reads one `\n`-terminated line (without it) of at most `max` bytes from
+/// Reads one `\n`-terminated line (without it, or a `\r` before it) of at most `max` bytes from
 /// the front of `buf`, reading more from `fd` as needed. Bytes after the
 /// line stay in `buf`. `None` at EOF.
 pub(crate) async fn read_line(
@@ -471,7 +471,9 @@ pub(crate) async fn read_line(
     loop {
         if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
             let line = buf.split_to(pos + 1);
-            return Ok(Some(String::from_utf8_lossy(&line[..pos]).into_owned()));
+            // ssh ends its diagnostics with "\r\n".
+            let text = line[..pos].strip_suffix(b"\r").unwrap_or(&line[..pos]);
+            return Ok(Some(String::from_utf8_lossy(text).into_owned()));
         }
         if buf.len() > max {
             return Err(io::Error::new(

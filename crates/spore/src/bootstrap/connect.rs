@@ -292,7 +292,12 @@ pub(crate) async fn connect_local(
         .check_shippable(opts.method.same_machine())
         .map_err(image_err)?;
 
-    let (mut cmd, program) = opts.method.command(&image, opts.first_stage, &proc_name);
+    let timeout = opts
+        .connect_timeout
+        .unwrap_or(inner.settings.connect_timeout);
+    let (mut cmd, program) = opts
+        .method
+        .command(&image, opts.first_stage, &proc_name, timeout);
     // The stream is a socket pair, not two pipes: a pipe copies in and out
     // under one lock, a socket lets both sides copy at once (about 3x the
     // throughput for large messages here). The child gets its end as stdin
@@ -340,9 +345,6 @@ pub(crate) async fn connect_local(
     let tail: Tail = Arc::new(Mutex::new(VecDeque::new()));
     let stderr_done = spawn_stderr_reader(inner.clone(), id, name.clone(), stderr, tail.clone());
 
-    let timeout = opts
-        .connect_timeout
-        .unwrap_or(inner.settings.connect_timeout);
     let stage = Arc::new(Mutex::new("start"));
     let handshake = handshake(
         &inner, id, &name, &image, &opts, stdin, &stdout, &tail, &stage,

@@ -65,10 +65,12 @@ impl Image {
             Ok(())
         } else {
             Err(format!(
-                "the image {} is dynamically linked; only local contexts can run it. \
-                 Build a static image: `rustup target add x86_64-unknown-linux-musl` and \
-                 `cargo build --release --target x86_64-unknown-linux-musl`, or on glibc \
-                 RUSTFLAGS='-C target-feature=+crt-static' with an explicit --target",
+                "the image {} is dynamically linked; only contexts on this machine (local, \
+                 sudo) can run it. Build a static image: `rustup target add \
+                 x86_64-unknown-linux-musl` and `cargo build --release --target \
+                 x86_64-unknown-linux-musl`, or on glibc RUSTFLAGS='-C \
+                 target-feature=+crt-static' with an explicit --target; or, if the target \
+                 has this machine's libraries, say so (`Ssh::same_libraries(true)`)",
                 self.path.display()
             ))
         }

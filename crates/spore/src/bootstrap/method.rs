@@ -19,6 +19,160 @@ pub(crate) enum Method {
     Local,
     /// A child process run by `sudo` as another user.
     Sudo(Sudo),
+    /// A process on another machine, through the system's OpenSSH client.
+    Ssh(Ssh),
+}
+
+/// What to do about the target's host key (OpenSSH's `StrictHostKeyChecking`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostKeyPolicy {
+    /// Only hosts whose key is known (`yes`): an unknown or changed key
+    /// fails with [`SshFailure::HostKeyUnknown`] or [`SshFailure::HostKeyChanged`].
+    #[default]
+    Enforce,
+    /// Record the key of a new host, refuse a changed one (`accept-new`).
+    Accept,
+    /// Check nothing and record nothing (`no`, known hosts `/dev/null`).
+    Ignore,
+}
+
+/// Why ssh could not reach the target, recognised from ssh's own words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SshFailure {
+    /// "Permission denied" and no password method left to try.
+    AuthFailed,
+    /// The host's key is not known (under [`HostKeyPolicy::Enforce`]).
+    HostKeyUnknown,
+    /// The host's key differs from the one known: a possible attack.
+    HostKeyChanged,
+    /// Nothing listens on that port.
+    ConnectionRefused,
+    /// The network or the host is unreachable.
+    NoRoute,
+    /// The host did not answer within the connect timeout.
+    Timeout,
+    /// The host name does not resolve.
+    UnknownHost,
+    /// The remote account has no usable `/bin/sh`.
+    ShellMissing,
+}
+
+impl std::fmt::Display for SshFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SshFailure::AuthFailed => "authentication failed",
+            SshFailure::HostKeyUnknown => "the host key is unknown",
+            SshFailure::HostKeyChanged => "the host key has changed",
+            SshFailure::ConnectionRefused => "connection refused",
+            SshFailure::NoRoute => "no route to the host",
+            SshFailure::Timeout => "connection timed out",
+            SshFailure::UnknownHost => "the host name does not resolve",
+            SshFailure::ShellMissing => "no /bin/sh on the target",
+        })
+    }
+}
+
+/// Options of a context started over ssh, with the system's OpenSSH client:
+/// `~/.ssh/config`, the agent, `ProxyJump` and `ControlMaster` work as for
+/// plain `ssh`. ssh runs in batch mode (it never prompts; passwords come
+/// later), with the connect timeout of the connection.
+///
+/// The target runs the image from memory, with nothing installed; it must
+/// be statically linked unless [`Ssh::same_libraries`] says otherwise.
+///
+/// ```no_run
+/// # async fn demo(router: &spore::Router) -> Result<(), spore::ConnectError> {
+/// let web = router
+///     .ssh(spore::Ssh::host("web1").user("deploy").port(2222))
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Ssh {
+    host: String,
+    port: Option<u16>,
+    user: Option<String>,
+    identity_file: Option<String>,
+    config_file: Option<String>,
+    known_hosts: Option<String>,
+    host_key: HostKeyPolicy,
+    compression: bool,
+    keepalive: Option<(u32, u32)>,
+    same_libraries: bool,
+    extra_args: Vec<String>,
+}
+
+impl Ssh {
+    /// Connect to `host` (a name, an address, or a `Host` of the ssh config).
+    pub fn host(host: impl Into<String>) -> Self {
+        Self {
+            host: host.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The port (default: ssh's, normally 22).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// The remote user (default: ssh's).
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// A private key file (`ssh -i`).
+    pub fn identity_file(mut self, path: impl Into<String>) -> Self {
+        self.identity_file = Some(path.into());
+        self
+    }
+
+    /// An ssh config file instead of `~/.ssh/config` (`ssh -F`).
+    pub fn config_file(mut self, path: impl Into<String>) -> Self {
+        self.config_file = Some(path.into());
+        self
+    }
+
+    /// A known-hosts file instead of `~/.ssh/known_hosts`.
+    pub fn known_hosts(mut self, path: impl Into<String>) -> Self {
+        self.known_hosts = Some(path.into());
+        self
+    }
+
+    /// What to do about the host key (default [`HostKeyPolicy::Enforce`]).
+    pub fn host_key(mut self, policy: HostKeyPolicy) -> Self {
+        self.host_key = policy;
+        self
+    }
+
+    /// Compress the stream (`ssh -C`): worth it on slow links only.
+    pub fn compression(mut self, on: bool) -> Self {
+        self.compression = on;
+        self
+    }
+
+    /// Probe a silent connection every `interval_s` seconds and give up
+    /// after `count` unanswered probes (`ServerAliveInterval`/`CountMax`).
+    pub fn keepalive(mut self, interval_s: u32, count: u32) -> Self {
+        self.keepalive = Some((interval_s, count));
+        self
+    }
+
+    /// The target has this machine's libraries (the same OS build): ship a
+    /// dynamically linked image there anyway.
+    pub fn same_libraries(mut self, on: bool) -> Self {
+        self.same_libraries = on;
+        self
+    }
+
+    /// More arguments for ssh, placed before the host (e.g. `-o`, `Ciphers=...`).
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra_args.push(arg.into());
+        self
+    }
 }
 
 /// Options of a context started through `sudo` as another user, on the
@@ -79,6 +233,7 @@ impl Method {
     pub(crate) fn same_machine(&self) -> bool {
         match self {
             Method::Local | Method::Sudo(_) => true,
+            Method::Ssh(s) => s.same_libraries,
         }
     }
 
@@ -93,6 +248,7 @@ impl Method {
         match self {
             Method::Local => format!("local.{id}"),
             Method::Sudo(s) => format!("sudo.{}", s.target_user()),
+            Method::Ssh(s) => format!("ssh.{}:{}", s.host, s.port.unwrap_or(22)),
         }
     }
 
@@ -103,6 +259,7 @@ impl Method {
         image: &Image,
         first_stage: bool,
         proc_name: &str,
+        connect_timeout: std::time::Duration,
     ) -> (Command, String) {
         match self {
             Method::Local if !first_stage => {
@@ -132,6 +289,7 @@ impl Method {
                     .arg(proc_name);
                 (c, "sudo".to_owned())
             }
+            Method::Ssh(s) => (s.command(proc_name, connect_timeout), "ssh".to_owned()),
         }
     }
 
@@ -139,8 +297,10 @@ impl Method {
     /// method's own error, when it is one it recognises (sudo wanting a
     /// password, refusing the user).
     pub(crate) fn diagnose(&self, context: &str, last_lines: &[String]) -> Option<ConnectError> {
-        let Method::Sudo(s) = self else {
-            return None;
+        let s = match self {
+            Method::Local => return None,
+            Method::Ssh(_) => return ssh_diagnose(context, last_lines),
+            Method::Sudo(s) => s,
         };
         let said = |needle: &str| last_lines.iter().any(|l| l.contains(needle));
         if said("a password is required") {
@@ -165,4 +325,103 @@ impl Method {
         }
         None
     }
+}
+
+impl Ssh {
+    /// `ssh [options] -- HOST '/bin/sh -c '\''FIRST_STAGE'\'' NAME'`: the
+    /// remote command is one string run by the remote user's shell.
+    fn command(&self, proc_name: &str, connect_timeout: std::time::Duration) -> Command {
+        let mut c = Command::new("ssh");
+        let mut opt = |o: String| {
+            c.arg("-o").arg(o);
+        };
+        opt("BatchMode=yes".to_owned());
+        opt(format!(
+            "ConnectTimeout={}",
+            connect_timeout.as_secs().max(1)
+        ));
+        match self.host_key {
+            HostKeyPolicy::Enforce => opt("StrictHostKeyChecking=yes".to_owned()),
+            HostKeyPolicy::Accept => opt("StrictHostKeyChecking=accept-new".to_owned()),
+            HostKeyPolicy::Ignore => {
+                opt("StrictHostKeyChecking=no".to_owned());
+                opt("UserKnownHostsFile=/dev/null".to_owned());
+            }
+        }
+        if let (Some(file), false) = (&self.known_hosts, self.host_key == HostKeyPolicy::Ignore) {
+            opt(format!("UserKnownHostsFile={file}"));
+        }
+        if let Some((interval, count)) = self.keepalive {
+            opt(format!("ServerAliveInterval={interval}"));
+            opt(format!("ServerAliveCountMax={count}"));
+        }
+        if let Some(port) = self.port {
+            c.arg("-p").arg(port.to_string());
+        }
+        if let Some(user) = &self.user {
+            c.arg("-l").arg(user);
+        }
+        if let Some(file) = &self.identity_file {
+            c.arg("-i").arg(file);
+        }
+        if let Some(file) = &self.config_file {
+            c.arg("-F").arg(file);
+        }
+        if self.compression {
+            c.arg("-C");
+        }
+        // No tty: the stream must stay 8-bit clean.
+        c.arg("-T").args(&self.extra_args).arg("--").arg(&self.host);
+        c.arg(format!(
+            "/bin/sh -c '{FIRST_STAGE}' {}",
+            shell_quote(proc_name)
+        ));
+        c
+    }
+}
+
+/// `s` in single quotes for a POSIX shell.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// ssh's own words, turned into a typed error.
+fn ssh_diagnose(context: &str, last_lines: &[String]) -> Option<ConnectError> {
+    let said = |needle: &str| last_lines.iter().any(|l| l.contains(needle));
+    let failure = if said("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+        SshFailure::HostKeyChanged
+    } else if said("Host key verification failed")
+        || said("No ED25519 host key is known")
+        || said("host key is known")
+    {
+        SshFailure::HostKeyUnknown
+    } else if said("Permission denied (") {
+        // Batch mode never answers a prompt: if the server would take a
+        // password, the missing password is the problem.
+        if said("password") || said("keyboard-interactive") {
+            return Some(ConnectError::PasswordRequired {
+                context: context.to_owned(),
+                method: "ssh".into(),
+                last_lines: last_lines.to_vec(),
+            });
+        }
+        SshFailure::AuthFailed
+    } else if said("Connection refused") {
+        SshFailure::ConnectionRefused
+    } else if said("No route to host") || said("Network is unreachable") {
+        SshFailure::NoRoute
+    } else if said("timed out") {
+        SshFailure::Timeout
+    } else if said("Could not resolve hostname") || said("Name or service not known") {
+        SshFailure::UnknownHost
+    } else if said("/bin/sh: No such file or directory") || said("/bin/sh: not found") {
+        SshFailure::ShellMissing
+    } else {
+        return None;
+    };
+    Some(ConnectError::Ssh {
+        context: context.to_owned(),
+        failure,
+        last_lines: last_lines.to_vec(),
+    })
 }
