@@ -425,3 +425,69 @@ fn ssh_diagnose(context: &str, last_lines: &[String]) -> Option<ConnectError> {
         last_lines: last_lines.to_vec(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_stage_travels_in_single_quotes_and_names_are_quoted() {
+        assert!(
+            !FIRST_STAGE.contains('\''),
+            "the ssh command quotes it in '...'"
+        );
+        assert_eq!(shell_quote("spore:ssh.a:22"), "'spore:ssh.a:22'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn ssh_diagnostics_become_typed_errors() {
+        let kind = |line: &str| match ssh_diagnose("ssh.h:22", &[line.to_owned()]) {
+            Some(ConnectError::Ssh { failure, .. }) => Some(failure),
+            Some(ConnectError::PasswordRequired { .. }) => None,
+            other => panic!("{line:?} gave {other:?}"),
+        };
+        let cases = [
+            (
+                "ssh: connect to host h port 22: Connection refused",
+                SshFailure::ConnectionRefused,
+            ),
+            (
+                "ssh: connect to host h port 22: No route to host",
+                SshFailure::NoRoute,
+            ),
+            (
+                "ssh: connect to host h port 22: Network is unreachable",
+                SshFailure::NoRoute,
+            ),
+            (
+                "ssh: connect to host h port 22: Connection timed out",
+                SshFailure::Timeout,
+            ),
+            (
+                "ssh: Could not resolve hostname h: Name or service not known",
+                SshFailure::UnknownHost,
+            ),
+            ("Host key verification failed.", SshFailure::HostKeyUnknown),
+            (
+                "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @",
+                SshFailure::HostKeyChanged,
+            ),
+            (
+                "u@h: Permission denied (publickey).",
+                SshFailure::AuthFailed,
+            ),
+            ("sh: 1: /bin/sh: not found", SshFailure::ShellMissing),
+        ];
+        for (line, want) in cases {
+            assert_eq!(kind(line), Some(want), "{line}");
+        }
+        // Both formats of "Permission denied" with a password method on offer.
+        assert_eq!(kind("u@h: Permission denied (publickey,password)."), None);
+        assert_eq!(
+            kind("Permission denied (publickey,keyboard-interactive)."),
+            None
+        );
+        assert!(ssh_diagnose("ssh.h:22", &["something else".to_owned()]).is_none());
+    }
+}
