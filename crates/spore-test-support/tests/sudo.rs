@@ -78,3 +78,48 @@ async fn sudo_failures_are_typed_and_quote_sudo() {
     );
     router.shutdown().await;
 }
+
+#[tokio::test]
+async fn sudo_takes_a_password_at_its_own_prompt_and_tells_a_wrong_one() {
+    let Some(tb) = Testbed::require("sudo_takes_a_password") else {
+        return;
+    };
+    let (user_a, password) = (
+        tb.get("SPORE_TB_USER_A"),
+        tb.get("SPORE_TB_USER_A_PASSWORD"),
+    );
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.sudo(Sudo::user(user_a)).await.unwrap();
+    // spore-a becomes root with its own password.
+    let root = router
+        .sudo(Sudo::root().password(password))
+        .via(&a)
+        .await
+        .unwrap();
+    assert_eq!(root.call(my_uid, ()).await.unwrap(), 0);
+    // The prompt never shows up as output.
+    assert!(
+        !fx.output
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, _, l)| l.contains("[spore: password")),
+        "the prompt leaked into the output"
+    );
+    // A wrong one: sudo asks again, and the connect fails at once, typed.
+    let err = router
+        .sudo(Sudo::root().password("not-the-password"))
+        .via(&a)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::Via { cause, .. }
+            if matches!(&**cause, ConnectError::PasswordIncorrect { method, .. } if method == "sudo")),
+        "{err:?}"
+    );
+    // Debug output never shows a password.
+    let shown = format!("{:?}", Sudo::root().password("hunter2"));
+    assert!(!shown.contains("hunter2"), "{shown}");
+    router.shutdown().await;
+}

@@ -92,6 +92,16 @@ pub enum ConnectError {
         /// What the target printed.
         last_lines: Vec<String>,
     },
+    /// The password given was refused: the method asked for it again.
+    #[error("{context}: {method} refused the password given (it asked again); last lines: {}", quote_lines(.last_lines))]
+    PasswordIncorrect {
+        /// The context being started.
+        context: String,
+        /// The method that asked (`sudo`).
+        method: Cow<'static, str>,
+        /// What the target printed.
+        last_lines: Vec<String>,
+    },
     /// The method refused outright (sudo: unknown user, not in sudoers,
     /// not allowed to run the command).
     #[error("{context}: {reason}; last lines: {}", quote_lines(.last_lines))]

@@ -19,6 +19,7 @@ use spore_proto::{Frame, Header, handles};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
+use super::method::PASSWORD_PROMPT;
 use super::{Image, Method};
 use crate::error::ConnectError;
 use crate::router::{ChildEntry, Context, Inner, OutputStream};
@@ -227,6 +228,19 @@ async fn connect_via(
     }
 }
 
+/// Writes all of `bytes` to `fd`, waiting out a full socket buffer.
+async fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(rustix::io::Errno::AGAIN) => tokio::time::sleep(Duration::from_millis(1)).await,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 fn setup_error(name: &str, e: std::io::Error) -> ConnectError {
     ConnectError::Io {
         context: name.to_owned(),
@@ -343,7 +357,38 @@ pub(crate) async fn connect_local(
     };
 
     let tail: Tail = Arc::new(Mutex::new(VecDeque::new()));
-    let stderr_done = spawn_stderr_reader(inner.clone(), id, name.clone(), stderr, tail.clone());
+    // A method with a password answers its prompt on the stream, once.
+    let (prompts, password) = match opts.method.password() {
+        Some(password) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let fd = stdin.try_clone().map_err(|e| setup_error(&name, e))?;
+            (Some(tx), Some((rx, password.to_owned(), fd)))
+        }
+        None => (None, None),
+    };
+    let stderr_done = spawn_stderr_reader(
+        inner.clone(),
+        id,
+        name.clone(),
+        stderr,
+        tail.clone(),
+        prompts,
+    );
+    let answer_prompts = async move {
+        let Some((mut rx, password, fd)) = password else {
+            return std::future::pending().await;
+        };
+        if rx.recv().await.is_none() {
+            return std::future::pending().await;
+        }
+        if let Err(e) = write_all(&fd, format!("{password}\n").as_bytes()).await {
+            tracing::debug!("writing the password failed: {e}");
+        }
+        // Asked again: the password was wrong.
+        if rx.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    };
 
     let stage = Arc::new(Mutex::new("start"));
     let handshake = handshake(
@@ -366,6 +411,11 @@ pub(crate) async fn connect_local(
             }),
         },
         () = inner.shutdown_started() => Err(aborted()),
+        () = answer_prompts => Err(ConnectError::PasswordIncorrect {
+            context: name.clone(),
+            method: opts.method.label().into(),
+            last_lines: Vec::new(),
+        }),
     };
     let (writer, leftover) = match result {
         Ok(ok) => ok,
@@ -374,8 +424,9 @@ pub(crate) async fn connect_local(
             let _ = tokio::task::spawn_blocking(move || super::reap(process, Duration::ZERO)).await;
             let _ = tokio::time::timeout(Duration::from_millis(500), stderr_done).await;
             let lines: Vec<String> = tail.lock().unwrap().iter().cloned().collect();
-            if let ConnectError::Eof { last_lines, .. } | ConnectError::Timeout { last_lines, .. } =
-                &mut e
+            if let ConnectError::Eof { last_lines, .. }
+            | ConnectError::Timeout { last_lines, .. }
+            | ConnectError::PasswordIncorrect { last_lines, .. } = &mut e
             {
                 *last_lines = lines;
             }
@@ -625,36 +676,53 @@ async fn inject_fault(
 
 /// Forwards the child's stderr line by line (it goes straight from the child
 /// process to this pipe, so even a crashing child's last words arrive), and
-/// keeps the last lines for error messages. Resolves at EOF.
+/// keeps the last lines for error messages. With `prompts`, every
+/// [`PASSWORD_PROMPT`] is cut out of the output and reported there instead
+/// (a prompt has no newline). Resolves at EOF.
 fn spawn_stderr_reader(
     inner: Arc<Inner>,
     id: u32,
     name: String,
     fd: AsyncFd<OwnedFd>,
     tail: Tail,
+    prompts: Option<tokio::sync::mpsc::UnboundedSender<()>>,
 ) -> tokio::task::JoinHandle<()> {
     inner.rt.clone().spawn(async move {
+        let emit = |line: &[u8], keep: bool| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let line = String::from_utf8_lossy(line).into_owned();
+            crate::logging::emit_output(&inner, id, &name, OutputStream::Stderr, &line);
+            if keep {
+                push_tail(&tail, line);
+            }
+        };
+        let prompt = PASSWORD_PROMPT.as_bytes();
         let mut buf = BytesMut::new();
         loop {
-            match stream::read_line(&fd, &mut buf, crate::logging::MAX_LINE_PIECE).await {
-                Ok(Some(line)) => {
-                    crate::logging::emit_output(&inner, id, &name, OutputStream::Stderr, &line);
-                    push_tail(&tail, line);
+            let n = stream::read_some(&fd, &mut buf, 4096).await;
+            let eof = !matches!(n, Ok(k) if k > 0);
+            if let Some(tx) = &prompts {
+                while let Some(pos) = buf.windows(prompt.len()).position(|w| w == prompt) {
+                    let rest = buf.split_off(pos + prompt.len());
+                    buf.truncate(pos);
+                    buf.unsplit(rest);
+                    let _ = tx.send(());
                 }
-                Ok(None) => {
-                    if !buf.is_empty() {
-                        let line = String::from_utf8_lossy(&buf).into_owned();
-                        crate::logging::emit_output(&inner, id, &name, OutputStream::Stderr, &line);
-                        push_tail(&tail, line);
-                    }
-                    break;
+            }
+            while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                let line = buf.split_to(pos + 1);
+                emit(&line[..pos], true);
+            }
+            // An over-long line goes out in pieces; the rest at EOF whole.
+            while buf.len() >= crate::logging::MAX_LINE_PIECE {
+                let piece = buf.split_to(crate::logging::MAX_LINE_PIECE);
+                emit(&piece, false);
+            }
+            if eof {
+                if !buf.is_empty() {
+                    emit(&buf.split(), true);
                 }
-                Err(_) => {
-                    // An over-long line: forward it in pieces.
-                    let piece = buf.split_to(buf.len().min(crate::logging::MAX_LINE_PIECE));
-                    let line = String::from_utf8_lossy(&piece).into_owned();
-                    crate::logging::emit_output(&inner, id, &name, OutputStream::Stderr, &line);
-                }
+                return;
             }
         }
     })

@@ -178,9 +178,12 @@ impl Ssh {
 /// Options of a context started through `sudo` as another user, on the
 /// machine of the context that starts it.
 ///
-/// sudo runs non-interactively (`sudo -n`): a rule that asks for a password
-/// fails at once with [`ConnectError::PasswordRequired`] (passwords come
-/// later).
+/// Without a password sudo runs non-interactively (`sudo -n`): a rule that
+/// asks for one fails at once with [`ConnectError::PasswordRequired`]. With
+/// [`Sudo::password`], sudo reads it from the stream after a prompt of
+/// spore's own (`sudo -S -p`), which no translation changes and no echoed
+/// newline or `*` can fake; a wrong one fails with
+/// [`ConnectError::PasswordIncorrect`] as soon as sudo asks again.
 ///
 /// ```no_run
 /// # async fn demo(router: &spore::Router) -> Result<(), spore::ConnectError> {
@@ -188,11 +191,23 @@ impl Ssh {
 /// let as_root = router.sudo(spore::Sudo::root().preserve_env(true)).await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Sudo {
     user: Option<String>,
     preserve_env: bool,
     extra_args: Vec<String>,
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for Sudo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sudo")
+            .field("user", &self.user)
+            .field("preserve_env", &self.preserve_env)
+            .field("extra_args", &self.extra_args)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 impl Sudo {
@@ -222,12 +237,41 @@ impl Sudo {
         self
     }
 
+    /// The password to give sudo if it asks (the invoking user's, as sudo
+    /// wants it). It travels to the context that runs sudo and is never
+    /// logged.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
     fn target_user(&self) -> &str {
         self.user.as_deref().unwrap_or("root")
     }
 }
 
+/// The prompt sudo is told to print when it wants the password. Nothing
+/// else prints it: it has no newline and no `*`, and it is spore's own.
+pub(crate) const PASSWORD_PROMPT: &str = "[spore: password for sudo]";
+
 impl Method {
+    /// The password to answer [`PASSWORD_PROMPT`] with, if the method has one.
+    pub(crate) fn password(&self) -> Option<&str> {
+        match self {
+            Method::Sudo(s) => s.password.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The method's name, for errors.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Method::Local => "local",
+            Method::Sudo(_) => "sudo",
+            Method::Ssh(_) => "ssh",
+        }
+    }
+
     /// Whether the target shares this machine (and its libraries): then a
     /// dynamically linked image can run there.
     pub(crate) fn same_machine(&self) -> bool {
@@ -274,7 +318,11 @@ impl Method {
             }
             Method::Sudo(s) => {
                 let mut c = Command::new("sudo");
-                c.arg("-n");
+                match &s.password {
+                    // Asked on stderr with our own prompt, read from the stream.
+                    Some(_) => c.arg("-S").arg("-p").arg(PASSWORD_PROMPT),
+                    None => c.arg("-n"),
+                };
                 if let Some(user) = &s.user {
                     c.arg("-u").arg(user);
                 }
