@@ -14,7 +14,8 @@ use spore::{Context, OutputStream, Router};
 ///
 /// A TARGET is hops joined by `/`, each `METHOD[:ARG]`. Implemented today:
 /// `local` (one local context), `local:N` (N local contexts), `sudo` (one
-/// context as root through `sudo -n`), `sudo:USER` (as USER) and
+/// context as root through `sudo -n`), `sudo:USER` (as USER), `su` and
+/// `su:USER` (through su, where it asks no password), and
 /// `ssh:[USER@]HOST[:PORT]` (with the system's ssh, its config and agent;
 /// the image must be static). With no target, `local` is used.
 #[derive(Parser)]
@@ -153,6 +154,8 @@ async fn connect_all(
                         target::Method::Local => router.local().first_stage(cli.first_stage),
                         target::Method::Sudo(None) => router.sudo(spore::Sudo::root()),
                         target::Method::Sudo(Some(user)) => router.sudo(spore::Sudo::user(user)),
+                        target::Method::Su(None) => router.su(spore::Su::root()),
+                        target::Method::Su(Some(user)) => router.su(spore::Su::user(user)),
                         target::Method::Ssh { user, host, port } => {
                             let mut ssh = spore::Ssh::host(host);
                             if let Some(user) = user {

@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail};
 
 /// Methods this build implements.
-const METHODS: &str = "local, local:N, sudo, sudo:USER, ssh:[USER@]HOST[:PORT], and chains of them (ssh:web1/sudo:postgres)";
+const METHODS: &str = "local, local:N, sudo, sudo:USER, su, su:USER, ssh:[USER@]HOST[:PORT], and chains of them (ssh:web1/sudo:postgres)";
 
 /// How one hop starts its contexts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +12,9 @@ pub enum Method {
     Local,
     /// `sudo` / `sudo:USER`: one context as USER (default root).
     Sudo(Option<String>),
+    /// `su` / `su:USER`: one context as USER (default root), without a
+    /// password (as root, or where su asks for none).
+    Su(Option<String>),
     /// `ssh:[USER@]HOST[:PORT]`: one context over ssh.
     Ssh {
         /// The remote user, if given.
@@ -77,6 +80,9 @@ fn parse_hop(t: &str, hop: &str) -> anyhow::Result<Hop> {
         ("sudo", None) => one(Method::Sudo(None)),
         ("sudo", Some("")) => bail!("target {t:?}: sudo:USER needs a user name"),
         ("sudo", Some(user)) => one(Method::Sudo(Some(user.to_owned()))),
+        ("su", None) => one(Method::Su(None)),
+        ("su", Some("")) => bail!("target {t:?}: su:USER needs a user name"),
+        ("su", Some(user)) => one(Method::Su(Some(user.to_owned()))),
         ("ssh", None | Some("")) => bail!("target {t:?}: ssh needs a host: ssh:[USER@]HOST[:PORT]"),
         ("ssh", Some(dest)) => {
             let (user, rest) = match dest.split_once('@') {
@@ -102,7 +108,7 @@ fn parse_hop(t: &str, hop: &str) -> anyhow::Result<Hop> {
             })
         }
         (m, _) => bail!(
-            "target {t:?}: unknown method {m:?} (implemented: {METHODS}; su, doas, podman, docker, nsenter and chroot are planned)"
+            "target {t:?}: unknown method {m:?} (implemented: {METHODS}; doas, podman, docker, nsenter and chroot are planned)"
         ),
     }
 }
@@ -160,5 +166,13 @@ mod tests {
         assert!(err(&["local:x"]).contains("needs a number"));
         assert!(err(&["local/local:0"]).contains("at least one"));
         assert!(err(&["sudo:"]).contains("needs a user name"));
+        assert!(err(&["su:"]).contains("needs a user name"));
+        assert_eq!(
+            parse(&["su/su:bob".to_owned()]).unwrap()[0]
+                .iter()
+                .map(|h| h.method.clone())
+                .collect::<Vec<_>>(),
+            [Method::Su(None), Method::Su(Some("bob".into()))]
+        );
     }
 }

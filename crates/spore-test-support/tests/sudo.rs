@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use spore::{ConnectError, Sudo};
+use spore::{ConnectError, Su, Sudo};
 use spore_test_support::funcs::*;
 use spore_test_support::{Fixture, Testbed, uid_of, wait_gone};
 
@@ -121,5 +121,57 @@ async fn sudo_takes_a_password_at_its_own_prompt_and_tells_a_wrong_one() {
     // Debug output never shows a password.
     let shown = format!("{:?}", Sudo::root().password("hunter2"));
     assert!(!shown.contains("hunter2"), "{shown}");
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn su_answers_its_translated_prompt_and_tells_missing_and_wrong_passwords() {
+    let Some(tb) = Testbed::require("su_answers_its_prompt") else {
+        return;
+    };
+    let (user_a, user_b) = (tb.get("SPORE_TB_USER_A"), tb.get("SPORE_TB_USER_B"));
+    let password_b = tb.get("SPORE_TB_USER_B_PASSWORD");
+    let fx = fixture();
+    let router = fx.router();
+    // root needs no password.
+    let b = router.su(Su::user(user_b)).await.unwrap();
+    assert_eq!(b.name(), format!("su.{user_b}"));
+    assert_eq!(b.call(my_uid, ()).await.unwrap(), uid_of(user_b));
+    // spore-a does: with it, without it, and a wrong one.
+    let a = router.sudo(Sudo::user(user_a)).await.unwrap();
+    let ab = router
+        .su(Su::user(user_b).password(password_b))
+        .via(&a)
+        .await
+        .unwrap();
+    assert_eq!(ab.call(my_uid, ()).await.unwrap(), uid_of(user_b));
+    let cause = |e: ConnectError| match e {
+        ConnectError::Via { cause, .. } => *cause,
+        other => panic!("not through a: {other}"),
+    };
+    let err = cause(router.su(Su::user(user_b)).via(&a).await.unwrap_err());
+    assert!(
+        matches!(&err, ConnectError::PasswordRequired { method, .. } if method == "su"),
+        "{err}"
+    );
+    let err = cause(
+        router
+            .su(Su::user(user_b).password("wrong"))
+            .via(&a)
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(&err, ConnectError::PasswordIncorrect { method, .. } if method == "su"),
+        "{err}"
+    );
+    assert!(
+        !fx.output
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, _, l)| l.contains("Password:")),
+        "su's prompt leaked into the output"
+    );
     router.shutdown().await;
 }

@@ -1795,6 +1795,13 @@ impl Router {
         crate::Connect::new(self, crate::bootstrap::Method::Ssh(ssh))
     }
 
+    /// Prepares a context started through `su` as another user, on the
+    /// machine of the context that starts it. It goes through the first
+    /// stage.
+    pub fn su(&self, su: crate::Su) -> crate::Connect<'_> {
+        crate::Connect::new(self, crate::bootstrap::Method::Su(su))
+    }
+
     /// A handle to context `id`, if this router knows it: one it started,
     /// directly or through another, or one announced to it. A lost context
     /// stays known; calls to it then fail at once.

@@ -19,7 +19,7 @@ use spore_proto::{Frame, Header, handles};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
-use super::method::PASSWORD_PROMPT;
+use super::method::{PASSWORD_PROMPT, Prompt, looks_like_password_prompt};
 use super::{Image, Method};
 use crate::error::ConnectError;
 use crate::router::{ChildEntry, Context, Inner, OutputStream};
@@ -357,14 +357,22 @@ pub(crate) async fn connect_local(
     };
 
     let tail: Tail = Arc::new(Mutex::new(VecDeque::new()));
-    // A method with a password answers its prompt on the stream, once.
-    let (prompts, password) = match opts.method.password() {
-        Some(password) => {
+    // A method that may ask for a password gets its prompt answered on
+    // the stream, once; a prompt without a password, or a second one, ends
+    // the connect at once.
+    let (prompts, prompt_rx) = match opts.method.prompt() {
+        Some(kind) => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let fd = stdin.try_clone().map_err(|e| setup_error(&name, e))?;
-            (Some(tx), Some((rx, password.to_owned(), fd)))
+            (Some((kind, tx)), Some(rx))
         }
         None => (None, None),
+    };
+    let password = match opts.method.password() {
+        Some(p) => Some((
+            p.to_owned(),
+            stdin.try_clone().map_err(|e| setup_error(&name, e))?,
+        )),
+        None => None,
     };
     let stderr_done = spawn_stderr_reader(
         inner.clone(),
@@ -374,19 +382,32 @@ pub(crate) async fn connect_local(
         tail.clone(),
         prompts,
     );
+    let (prompt_context, method) = (name.clone(), opts.method.label());
     let answer_prompts = async move {
-        let Some((mut rx, password, fd)) = password else {
+        let Some(mut rx) = prompt_rx else {
             return std::future::pending().await;
         };
         if rx.recv().await.is_none() {
             return std::future::pending().await;
         }
+        let Some((password, fd)) = password else {
+            return ConnectError::PasswordRequired {
+                context: prompt_context,
+                method: method.into(),
+                last_lines: Vec::new(),
+            };
+        };
         if let Err(e) = write_all(&fd, format!("{password}\n").as_bytes()).await {
             tracing::debug!("writing the password failed: {e}");
         }
         // Asked again: the password was wrong.
         if rx.recv().await.is_none() {
-            std::future::pending::<()>().await;
+            return std::future::pending().await;
+        }
+        ConnectError::PasswordIncorrect {
+            context: prompt_context,
+            method: method.into(),
+            last_lines: Vec::new(),
         }
     };
 
@@ -411,11 +432,7 @@ pub(crate) async fn connect_local(
             }),
         },
         () = inner.shutdown_started() => Err(aborted()),
-        () = answer_prompts => Err(ConnectError::PasswordIncorrect {
-            context: name.clone(),
-            method: opts.method.label().into(),
-            last_lines: Vec::new(),
-        }),
+        e = answer_prompts => Err(e),
     };
     let (writer, leftover) = match result {
         Ok(ok) => ok,
@@ -426,7 +443,8 @@ pub(crate) async fn connect_local(
             let lines: Vec<String> = tail.lock().unwrap().iter().cloned().collect();
             if let ConnectError::Eof { last_lines, .. }
             | ConnectError::Timeout { last_lines, .. }
-            | ConnectError::PasswordIncorrect { last_lines, .. } = &mut e
+            | ConnectError::PasswordIncorrect { last_lines, .. }
+            | ConnectError::PasswordRequired { last_lines, .. } = &mut e
             {
                 *last_lines = lines;
             }
@@ -676,16 +694,16 @@ async fn inject_fault(
 
 /// Forwards the child's stderr line by line (it goes straight from the child
 /// process to this pipe, so even a crashing child's last words arrive), and
-/// keeps the last lines for error messages. With `prompts`, every
-/// [`PASSWORD_PROMPT`] is cut out of the output and reported there instead
-/// (a prompt has no newline). Resolves at EOF.
+/// keeps the last lines for error messages. With `prompts`, password
+/// prompts (which have no newline) are cut out of the output and reported
+/// there instead, until the connect no longer listens. Resolves at EOF.
 fn spawn_stderr_reader(
     inner: Arc<Inner>,
     id: u32,
     name: String,
     fd: AsyncFd<OwnedFd>,
     tail: Tail,
-    prompts: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+    mut prompts: Option<(Prompt, tokio::sync::mpsc::UnboundedSender<()>)>,
 ) -> tokio::task::JoinHandle<()> {
     inner.rt.clone().spawn(async move {
         let emit = |line: &[u8], keep: bool| {
@@ -701,13 +719,27 @@ fn spawn_stderr_reader(
         loop {
             let n = stream::read_some(&fd, &mut buf, 4096).await;
             let eof = !matches!(n, Ok(k) if k > 0);
-            if let Some(tx) = &prompts {
-                while let Some(pos) = buf.windows(prompt.len()).position(|w| w == prompt) {
-                    let rest = buf.split_off(pos + prompt.len());
-                    buf.truncate(pos);
-                    buf.unsplit(rest);
-                    let _ = tx.send(());
+            if prompts.as_ref().is_some_and(|(_, tx)| tx.is_closed()) {
+                prompts = None;
+            }
+            match &prompts {
+                Some((Prompt::Ours, tx)) => {
+                    while let Some(pos) = buf.windows(prompt.len()).position(|w| w == prompt) {
+                        let rest = buf.split_off(pos + prompt.len());
+                        buf.truncate(pos);
+                        buf.unsplit(rest);
+                        let _ = tx.send(());
+                    }
                 }
+                Some((Prompt::Translated, tx)) => {
+                    // The method's own prompt: the unfinished last line.
+                    let start = buf.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+                    if looks_like_password_prompt(&String::from_utf8_lossy(&buf[start..])) {
+                        buf.truncate(start);
+                        let _ = tx.send(());
+                    }
+                }
+                None => {}
             }
             while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
                 let line = buf.split_to(pos + 1);

@@ -21,6 +21,103 @@ pub(crate) enum Method {
     Sudo(Sudo),
     /// A process on another machine, through the system's OpenSSH client.
     Ssh(Ssh),
+    /// A child process run by `su` as another user.
+    Su(Su),
+}
+
+/// Options of a context started through `su` as another user, on the
+/// machine of the context that starts it (`su -s /bin/sh USER -c …`).
+///
+/// su prints its own prompt, translated; spore recognises it (the last
+/// unfinished line of su's stderr ending in `:` and naming a password, in
+/// the common languages) and answers with [`Su::password`]. Without a
+/// password, a prompt fails at once with [`ConnectError::PasswordRequired`];
+/// a wrong password with [`ConnectError::PasswordIncorrect`] once su gives
+/// up, however slowly.
+///
+/// ```no_run
+/// # async fn demo(router: &spore::Router) -> Result<(), spore::ConnectError> {
+/// let as_root = router.su(spore::Su::root().password("secret")).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct Su {
+    user: Option<String>,
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for Su {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Su")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+impl Su {
+    /// Become `user`.
+    pub fn user(user: impl Into<String>) -> Self {
+        Self {
+            user: Some(user.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Become root.
+    pub fn root() -> Self {
+        Self::default()
+    }
+
+    /// The target user's password, for su's prompt. It travels to the
+    /// context that runs su and is never logged.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    fn target_user(&self) -> &str {
+        self.user.as_deref().unwrap_or("root")
+    }
+}
+
+/// How a method's password prompt is recognised on its stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prompt {
+    /// Our own prompt, given to the method ([`PASSWORD_PROMPT`]).
+    Ours,
+    /// The method's own, translated: the unfinished last line.
+    Translated,
+}
+
+/// Words for "password" in the prompts of common locales, lowercased.
+const PASSWORD_WORDS: &[&str] = &[
+    "password",
+    "passwort",
+    "mot de passe",
+    "contraseña",
+    "senha",
+    "parola",
+    "wachtwoord",
+    "hasło",
+    "heslo",
+    "jelszó",
+    "lösenord",
+    "adgangskode",
+    "salasana",
+    "пароль",
+    "密码",
+    "密碼",
+    "パスワード",
+    "암호",
+    "비밀번호",
+    "κωδικός",
+];
+
+/// Whether `line` (an unfinished line, without newline) is a password prompt.
+pub(crate) fn looks_like_password_prompt(line: &str) -> bool {
+    let line = line.trim_end().to_lowercase();
+    (line.ends_with(':') || line.ends_with('：')) && PASSWORD_WORDS.iter().any(|w| line.contains(w))
 }
 
 /// What to do about the target's host key (OpenSSH's `StrictHostKeyChecking`).
@@ -259,6 +356,16 @@ impl Method {
     pub(crate) fn password(&self) -> Option<&str> {
         match self {
             Method::Sudo(s) => s.password.as_deref(),
+            Method::Su(s) => s.password.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// How the method's password prompt looks, if it may ask for one.
+    pub(crate) fn prompt(&self) -> Option<Prompt> {
+        match self {
+            Method::Sudo(s) if s.password.is_some() => Some(Prompt::Ours),
+            Method::Su(_) => Some(Prompt::Translated),
             _ => None,
         }
     }
@@ -269,6 +376,7 @@ impl Method {
             Method::Local => "local",
             Method::Sudo(_) => "sudo",
             Method::Ssh(_) => "ssh",
+            Method::Su(_) => "su",
         }
     }
 
@@ -276,7 +384,7 @@ impl Method {
     /// dynamically linked image can run there.
     pub(crate) fn same_machine(&self) -> bool {
         match self {
-            Method::Local | Method::Sudo(_) => true,
+            Method::Local | Method::Sudo(_) | Method::Su(_) => true,
             Method::Ssh(s) => s.same_libraries,
         }
     }
@@ -293,6 +401,7 @@ impl Method {
             Method::Local => format!("local.{id}"),
             Method::Sudo(s) => format!("sudo.{}", s.target_user()),
             Method::Ssh(s) => format!("ssh.{}:{}", s.host, s.port.unwrap_or(22)),
+            Method::Su(s) => format!("su.{}", s.target_user()),
         }
     }
 
@@ -338,6 +447,16 @@ impl Method {
                 (c, "sudo".to_owned())
             }
             Method::Ssh(s) => (s.command(proc_name, connect_timeout), "ssh".to_owned()),
+            Method::Su(s) => {
+                let mut c = Command::new("su");
+                c.arg("-s")
+                    .arg("/bin/sh")
+                    .arg("-c")
+                    .arg(FIRST_STAGE)
+                    .arg(s.target_user())
+                    .arg(proc_name);
+                (c, "su".to_owned())
+            }
         }
     }
 
@@ -348,6 +467,7 @@ impl Method {
         let s = match self {
             Method::Local => return None,
             Method::Ssh(_) => return ssh_diagnose(context, last_lines),
+            Method::Su(s) => return su_diagnose(s, context, last_lines),
             Method::Sudo(s) => s,
         };
         let said = |needle: &str| last_lines.iter().any(|l| l.contains(needle));
@@ -425,6 +545,28 @@ impl Ssh {
             shell_quote(proc_name)
         ));
         c
+    }
+}
+
+/// su's own words, turned into a typed error.
+fn su_diagnose(su: &Su, context: &str, last_lines: &[String]) -> Option<ConnectError> {
+    let said = |needle: &str| last_lines.iter().any(|l| l.contains(needle));
+    let lines = last_lines.to_vec();
+    if said("Authentication failure") || said("incorrect password") {
+        Some(ConnectError::PasswordIncorrect {
+            context: context.to_owned(),
+            method: "su".into(),
+            last_lines: lines,
+        })
+    } else if said("does not exist") || said("Unknown id") || said("user ") && said("not exist") {
+        Some(ConnectError::Refused {
+            context: context.to_owned(),
+            method: "su".into(),
+            reason: format!("su refused to run as {}", su.target_user()),
+            last_lines: lines,
+        })
+    } else {
+        None
     }
 }
 
@@ -537,5 +679,34 @@ mod tests {
             None
         );
         assert!(ssh_diagnose("ssh.h:22", &["something else".to_owned()]).is_none());
+    }
+}
+
+#[cfg(test)]
+mod prompt_tests {
+    use super::looks_like_password_prompt as prompt;
+
+    #[test]
+    fn password_prompts_are_recognised_in_several_languages_and_nothing_else() {
+        for p in [
+            "Password: ",
+            "Passwort: ",
+            "Mot de passe : ",
+            "Contraseña:",
+            "Пароль: ",
+            "密码：",
+            "[sudo] password for alice: ",
+        ] {
+            assert!(prompt(p), "{p:?}");
+        }
+        for p in [
+            "",
+            "Password changed",
+            "Enter passphrase",
+            "password: done now",
+            "***",
+        ] {
+            assert!(!prompt(p), "{p:?}");
+        }
     }
 }
