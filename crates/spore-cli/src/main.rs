@@ -15,9 +15,11 @@ use spore::{Context, OutputStream, Router};
 /// A TARGET is hops joined by `/`, each `METHOD[:ARG]`. Implemented today:
 /// `local` (one local context), `local:N` (N local contexts), `sudo` (one
 /// context as root through `sudo -n`), `sudo:USER` (as USER), `su` and
-/// `su:USER` (through su, where it asks no password), and
-/// `ssh:[USER@]HOST[:PORT]` (with the system's ssh, its config and agent;
-/// the image must be static). With no target, `local` is used.
+/// `su:USER` (through su, where it asks no password),
+/// `ssh:[USER@]HOST[:PORT]` (with the system's ssh, its config and agent),
+/// `podman:CONTAINER`, `docker:CONTAINER`, `nsenter:PID` and `chroot:PATH`.
+/// Targets on other machines or file systems need a static build (or
+/// `--same-libraries`). With no target, `local` is used.
 #[derive(Parser)]
 #[command(name = "spore", version)]
 struct Cli {
@@ -27,6 +29,11 @@ struct Cli {
     /// sudo will) instead of exec'ing the image directly.
     #[arg(long, global = true)]
     first_stage: bool,
+    /// The targets have this machine's libraries (the same OS build): ship
+    /// this dynamically linked executable to ssh hosts, containers and
+    /// chroots anyway (otherwise only a static build goes there).
+    #[arg(long, global = true)]
+    same_libraries: bool,
     /// Give up on a context that has not answered after this many seconds.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 30.0)]
     connect_timeout: f64,
@@ -154,6 +161,15 @@ async fn connect_all(
                         target::Method::Local => router.local().first_stage(cli.first_stage),
                         target::Method::Sudo(None) => router.sudo(spore::Sudo::root()),
                         target::Method::Sudo(Some(user)) => router.sudo(spore::Sudo::user(user)),
+                        target::Method::Enter(place) => {
+                            let enter = match place {
+                                target::Enter::Podman(c) => spore::Enter::podman(c),
+                                target::Enter::Docker(c) => spore::Enter::docker(c),
+                                target::Enter::Nsenter(pid) => spore::Enter::nsenter(*pid),
+                                target::Enter::Chroot(p) => spore::Enter::chroot(p),
+                            };
+                            router.enter(enter.same_libraries(cli.same_libraries))
+                        }
                         target::Method::Su(None) => router.su(spore::Su::root()),
                         target::Method::Su(Some(user)) => router.su(spore::Su::user(user)),
                         target::Method::Ssh { user, host, port } => {
@@ -164,7 +180,7 @@ async fn connect_all(
                             if let Some(port) = port {
                                 ssh = ssh.port(*port);
                             }
-                            router.ssh(ssh)
+                            router.ssh(ssh.same_libraries(cli.same_libraries))
                         }
                     };
                     if let Some(p) = parent {

@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail};
 
 /// Methods this build implements.
-const METHODS: &str = "local, local:N, sudo, sudo:USER, su, su:USER, ssh:[USER@]HOST[:PORT], and chains of them (ssh:web1/sudo:postgres)";
+const METHODS: &str = "local, local:N, sudo, sudo:USER, su, su:USER, ssh:[USER@]HOST[:PORT], podman:CONTAINER, docker:CONTAINER, nsenter:PID, chroot:PATH, and chains of them (ssh:web1/sudo:postgres)";
 
 /// How one hop starts its contexts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +15,9 @@ pub enum Method {
     /// `su` / `su:USER`: one context as USER (default root), without a
     /// password (as root, or where su asks for none).
     Su(Option<String>),
+    /// `podman:C`, `docker:C`, `nsenter:PID`, `chroot:PATH`: one context
+    /// inside a container, a process's namespaces or a chroot.
+    Enter(Enter),
     /// `ssh:[USER@]HOST[:PORT]`: one context over ssh.
     Ssh {
         /// The remote user, if given.
@@ -24,6 +27,19 @@ pub enum Method {
         /// The port, if given.
         port: Option<u16>,
     },
+}
+
+/// Where an `Enter` hop goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enter {
+    /// `podman:CONTAINER`
+    Podman(String),
+    /// `docker:CONTAINER`
+    Docker(String),
+    /// `nsenter:PID`
+    Nsenter(u32),
+    /// `chroot:PATH`
+    Chroot(String),
 }
 
 /// One hop: a method and how many contexts it starts under each context of
@@ -52,8 +68,30 @@ pub fn parse(targets: &[String]) -> anyhow::Result<Vec<Chain>> {
     targets.iter().map(|t| parse_one(t)).collect()
 }
 
+/// The method names, as hops start.
+const METHOD_NAMES: &[&str] = &[
+    "local", "sudo", "su", "ssh", "podman", "docker", "nsenter", "chroot",
+];
+
 fn parse_one(t: &str) -> anyhow::Result<Chain> {
-    t.split('/').map(|hop| parse_hop(t, hop)).collect()
+    // A chroot path has slashes of its own: it takes every following piece
+    // up to the next one that starts a hop.
+    let starts_hop = |seg: &str| {
+        METHOD_NAMES
+            .iter()
+            .any(|m| seg == *m || seg.strip_prefix(m).is_some_and(|r| r.starts_with(':')))
+    };
+    let mut hops: Vec<String> = Vec::new();
+    for seg in t.split('/') {
+        match hops.last_mut() {
+            Some(h) if h.starts_with("chroot:") && !starts_hop(seg) => {
+                h.push('/');
+                h.push_str(seg);
+            }
+            _ => hops.push(seg.to_owned()),
+        }
+    }
+    hops.iter().map(|hop| parse_hop(t, hop)).collect()
 }
 
 fn parse_hop(t: &str, hop: &str) -> anyhow::Result<Hop> {
@@ -80,6 +118,18 @@ fn parse_hop(t: &str, hop: &str) -> anyhow::Result<Hop> {
         ("sudo", None) => one(Method::Sudo(None)),
         ("sudo", Some("")) => bail!("target {t:?}: sudo:USER needs a user name"),
         ("sudo", Some(user)) => one(Method::Sudo(Some(user.to_owned()))),
+        ("podman" | "docker" | "nsenter" | "chroot", None | Some("")) => {
+            bail!("target {t:?}: {method} needs an argument ({METHODS})")
+        }
+        ("podman", Some(c)) => one(Method::Enter(Enter::Podman(c.to_owned()))),
+        ("docker", Some(c)) => one(Method::Enter(Enter::Docker(c.to_owned()))),
+        ("chroot", Some(p)) => one(Method::Enter(Enter::Chroot(p.to_owned()))),
+        ("nsenter", Some(p)) => {
+            let pid = p
+                .parse()
+                .map_err(|_| anyhow!("target {t:?}: nsenter:PID needs a process ID, got {p:?}"))?;
+            one(Method::Enter(Enter::Nsenter(pid)))
+        }
         ("su", None) => one(Method::Su(None)),
         ("su", Some("")) => bail!("target {t:?}: su:USER needs a user name"),
         ("su", Some(user)) => one(Method::Su(Some(user.to_owned()))),
@@ -107,9 +157,9 @@ fn parse_hop(t: &str, hop: &str) -> anyhow::Result<Hop> {
                 port,
             })
         }
-        (m, _) => bail!(
-            "target {t:?}: unknown method {m:?} (implemented: {METHODS}; doas, podman, docker, nsenter and chroot are planned)"
-        ),
+        (m, _) => {
+            bail!("target {t:?}: unknown method {m:?} (implemented: {METHODS}; doas is planned)")
+        }
     }
 }
 
@@ -167,6 +217,19 @@ mod tests {
         assert!(err(&["local/local:0"]).contains("at least one"));
         assert!(err(&["sudo:"]).contains("needs a user name"));
         assert!(err(&["su:"]).contains("needs a user name"));
+        assert!(err(&["podman:"]).contains("podman needs an argument"));
+        assert!(err(&["nsenter:x"]).contains("needs a process ID"));
+        assert_eq!(
+            parse(&["podman:web/chroot:/srv/jail/nsenter:42".to_owned()]).unwrap()[0]
+                .iter()
+                .map(|h| h.method.clone())
+                .collect::<Vec<_>>(),
+            [
+                Method::Enter(Enter::Podman("web".into())),
+                Method::Enter(Enter::Chroot("/srv/jail".into())),
+                Method::Enter(Enter::Nsenter(42)),
+            ]
+        );
         assert_eq!(
             parse(&["su/su:bob".to_owned()]).unwrap()[0]
                 .iter()

@@ -356,3 +356,11 @@ pub async fn wait_for_loss_of(host: spore::Context) -> String {
 pub fn my_uid() -> u32 {
     rustix::process::getuid().as_raw()
 }
+
+/// The network namespace this context lives in (`/proc/self/ns/net`).
+#[spore::remote]
+pub fn net_namespace() -> Result<String, std::io::Error> {
+    Ok(std::fs::read_link("/proc/self/ns/net")?
+        .display()
+        .to_string())
+}

@@ -1802,6 +1802,13 @@ impl Router {
         crate::Connect::new(self, crate::bootstrap::Method::Su(su))
     }
 
+    /// Prepares a context inside a container (podman, docker), another
+    /// process's namespaces (nsenter) or a chroot, on the machine of the
+    /// context that starts it. It goes through the first stage.
+    pub fn enter(&self, enter: crate::Enter) -> crate::Connect<'_> {
+        crate::Connect::new(self, crate::bootstrap::Method::Enter(enter))
+    }
+
     /// A handle to context `id`, if this router knows it: one it started,
     /// directly or through another, or one announced to it. A lost context
     /// stays known; calls to it then fail at once.

@@ -72,7 +72,8 @@ case $z in ""|0?*|*[!0-9]*)F "bad header $h";;esac
 case $e in raw);;zstd)[ "$Z" ]||F "no zstd decoder";;*)F "unknown encoding $e";;esac
 case $(head --version 2>&1) in *GNU*)R(){ head -c $z;};;*)if dd iflag=fullblock count=0 </dev/null 2>/dev/null;then R(){ [ $z -lt 4096 ]||dd bs=4096 count=$((z/4096)) iflag=fullblock 2>/dev/null;dd bs=1 count=$((z%4096)) 2>/dev/null;};else R(){ dd bs=1 count=$z 2>/dev/null;};fi;esac
 T(){ f=$(mktemp "$1/.spore.XXXXXX" 2>/dev/null)||{ f=$1/.spore.$$$2;(set -C;: >"$f")2>/dev/null;};}
-M="memfd: no python3 or perl";p=;for d;do T "$d" p&&p=$f&&break;done
+M="memfd: no python3 or perl";[ -d /proc/self/fd ]||F "$M; no /proc/self/fd (mount /proc there)"
+p=;for d;do T "$d" p&&p=$f&&break;done
 [ "$p" ]||F "$M; no writable dir"
 R >"$p"||{ rm -f "$p";F "$M; cannot store payload in ${p%/*}";};s=$(($(wc -c <"$p")))
 [ $s = $z ]||{ rm -f "$p";F "payload truncated: got $s of $z bytes";}

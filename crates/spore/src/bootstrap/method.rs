@@ -23,6 +23,174 @@ pub(crate) enum Method {
     Ssh(Ssh),
     /// A child process run by `su` as another user.
     Su(Su),
+    /// A process in a container, a namespace or a chroot of this machine.
+    Enter(Enter),
+}
+
+/// Where [`Enter`] goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Place {
+    Podman {
+        container: String,
+        user: Option<String>,
+    },
+    Docker {
+        container: String,
+        user: Option<String>,
+    },
+    Nsenter {
+        pid: u32,
+        root: bool,
+        cwd: Option<String>,
+    },
+    Chroot {
+        path: String,
+    },
+}
+
+/// Options of a context started inside a container, another process's
+/// namespaces or a chroot, on the machine of the context that starts it:
+/// `podman exec`, `docker exec`, `nsenter` or `chroot`.
+///
+/// The files there are not this machine's: the image must be statically
+/// linked unless [`Enter::same_libraries`] says the place has this
+/// machine's libraries.
+///
+/// ```no_run
+/// # async fn demo(router: &spore::Router) -> Result<(), spore::ConnectError> {
+/// let web = router.enter(spore::Enter::podman("web").user("www-data")).await?;
+/// let jail = router.enter(spore::Enter::chroot("/srv/jail")).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enter {
+    place: Place,
+    same_libraries: bool,
+}
+
+impl Enter {
+    fn new(place: Place) -> Self {
+        Self {
+            place,
+            same_libraries: false,
+        }
+    }
+
+    /// A running podman container (`podman exec -i`).
+    pub fn podman(container: impl Into<String>) -> Self {
+        Self::new(Place::Podman {
+            container: container.into(),
+            user: None,
+        })
+    }
+
+    /// A running docker container (`docker exec -i`).
+    pub fn docker(container: impl Into<String>) -> Self {
+        Self::new(Place::Docker {
+            container: container.into(),
+            user: None,
+        })
+    }
+
+    /// All the namespaces of process `pid` (`nsenter -t PID -a`).
+    pub fn nsenter(pid: u32) -> Self {
+        Self::new(Place::Nsenter {
+            pid,
+            root: false,
+            cwd: None,
+        })
+    }
+
+    /// A directory as the root (`chroot PATH`).
+    pub fn chroot(path: impl Into<String>) -> Self {
+        Self::new(Place::Chroot { path: path.into() })
+    }
+
+    /// For a container: the user to run as (`exec --user`).
+    pub fn user(mut self, name: impl Into<String>) -> Self {
+        if let Place::Podman { user, .. } | Place::Docker { user, .. } = &mut self.place {
+            *user = Some(name.into());
+        }
+        self
+    }
+
+    /// For nsenter: also take the process's root directory (`-r`).
+    pub fn with_root(mut self, on: bool) -> Self {
+        if let Place::Nsenter { root, .. } = &mut self.place {
+            *root = on;
+        }
+        self
+    }
+
+    /// For nsenter: the working directory there (`-w`, with `-wDIR`).
+    pub fn cwd(mut self, dir: impl Into<String>) -> Self {
+        if let Place::Nsenter { cwd, .. } = &mut self.place {
+            *cwd = Some(dir.into());
+        }
+        self
+    }
+
+    /// The place has this machine's libraries: ship a dynamically linked
+    /// image there anyway.
+    pub fn same_libraries(mut self, on: bool) -> Self {
+        self.same_libraries = on;
+        self
+    }
+
+    fn name_part(&self) -> String {
+        match &self.place {
+            Place::Podman { container, .. } => format!("podman.{container}"),
+            Place::Docker { container, .. } => format!("docker.{container}"),
+            Place::Nsenter { pid, .. } => format!("nsenter.{pid}"),
+            Place::Chroot { path } => {
+                let last = path
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default();
+                format!("chroot.{last}")
+            }
+        }
+    }
+
+    /// The command, and the program named in errors.
+    fn command(&self) -> (Command, &'static str) {
+        let (mut c, program) = match &self.place {
+            Place::Podman { container, user } | Place::Docker { container, user } => {
+                let program = if matches!(self.place, Place::Podman { .. }) {
+                    "podman"
+                } else {
+                    "docker"
+                };
+                let mut c = Command::new(program);
+                c.arg("exec").arg("-i");
+                if let Some(user) = user {
+                    c.arg("--user").arg(user);
+                }
+                c.arg(container);
+                (c, program)
+            }
+            Place::Nsenter { pid, root, cwd } => {
+                let mut c = Command::new("nsenter");
+                c.arg("-t").arg(pid.to_string()).arg("-a");
+                if *root {
+                    c.arg("-r");
+                }
+                if let Some(dir) = cwd {
+                    c.arg(format!("--wd={dir}"));
+                }
+                c.arg("--");
+                (c, "nsenter")
+            }
+            Place::Chroot { path } => {
+                let mut c = Command::new("chroot");
+                c.arg(path);
+                (c, "chroot")
+            }
+        };
+        c.arg("/bin/sh").arg("-c").arg(FIRST_STAGE);
+        (c, program)
+    }
 }
 
 /// Options of a context started through `su` as another user, on the
@@ -377,6 +545,7 @@ impl Method {
             Method::Sudo(_) => "sudo",
             Method::Ssh(_) => "ssh",
             Method::Su(_) => "su",
+            Method::Enter(e) => e.command().1,
         }
     }
 
@@ -385,6 +554,7 @@ impl Method {
     pub(crate) fn same_machine(&self) -> bool {
         match self {
             Method::Local | Method::Sudo(_) | Method::Su(_) => true,
+            Method::Enter(e) => e.same_libraries,
             Method::Ssh(s) => s.same_libraries,
         }
     }
@@ -402,6 +572,7 @@ impl Method {
             Method::Sudo(s) => format!("sudo.{}", s.target_user()),
             Method::Ssh(s) => format!("ssh.{}:{}", s.host, s.port.unwrap_or(22)),
             Method::Su(s) => format!("su.{}", s.target_user()),
+            Method::Enter(e) => e.name_part(),
         }
     }
 
@@ -447,6 +618,11 @@ impl Method {
                 (c, "sudo".to_owned())
             }
             Method::Ssh(s) => (s.command(proc_name, connect_timeout), "ssh".to_owned()),
+            Method::Enter(e) => {
+                let (mut c, program) = e.command();
+                c.arg(proc_name);
+                (c, program.to_owned())
+            }
             Method::Su(s) => {
                 let mut c = Command::new("su");
                 c.arg("-s")
@@ -465,7 +641,7 @@ impl Method {
     /// password, refusing the user).
     pub(crate) fn diagnose(&self, context: &str, last_lines: &[String]) -> Option<ConnectError> {
         let s = match self {
-            Method::Local => return None,
+            Method::Local | Method::Enter(_) => return None,
             Method::Ssh(_) => return ssh_diagnose(context, last_lines),
             Method::Su(s) => return su_diagnose(s, context, last_lines),
             Method::Sudo(s) => s,
