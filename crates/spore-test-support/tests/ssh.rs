@@ -104,3 +104,102 @@ async fn ssh_failures_are_typed_and_quote_ssh() {
     );
     router.shutdown().await;
 }
+
+/// Tests that use the namespace hosts take this: one of them cuts h2 off.
+static HOSTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The test bed's ssh config (hosts spore-h1..h3, h3 behind h2 by ProxyJump).
+fn via_config(tb: &Testbed, host: &str) -> Ssh {
+    Ssh::host(host)
+        .config_file(tb.get("SPORE_TB_SSH_CONFIG"))
+        .same_libraries(true)
+}
+
+/// The network namespace of the test bed's host `h` (that of its sshd).
+fn host_namespace(tb: &Testbed, h: &str) -> String {
+    let pid =
+        std::fs::read_to_string(format!("{}/sshd/{h}/sshd.pid", tb.get("SPORE_TB_DIR"))).unwrap();
+    std::fs::read_link(format!("/proc/{}/ns/net", pid.trim()))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[tokio::test]
+async fn ssh_reaches_namespace_hosts_and_jumps_through_one_to_the_next() {
+    let Some(tb) = Testbed::require("ssh_reaches_namespace_hosts") else {
+        return;
+    };
+    let _hosts = HOSTS.lock().await;
+    let fx = fixture();
+    let router = fx.router();
+    let h1 = router.ssh(via_config(&tb, "spore-h1")).await.unwrap();
+    assert_eq!(
+        h1.call(net_namespace, ()).await.unwrap(),
+        host_namespace(&tb, "h1")
+    );
+    // h3 is reachable only through h2: ProxyJump from the ssh config.
+    let h3 = router.ssh(via_config(&tb, "spore-h3")).await.unwrap();
+    assert_eq!(h3.name(), "ssh.spore-h3:22");
+    assert_eq!(
+        h3.call(net_namespace, ()).await.unwrap(),
+        host_namespace(&tb, "h3")
+    );
+    assert_eq!(h3.call(add, (1, 2)).await.unwrap(), 3);
+    router.shutdown().await;
+}
+
+/// Restores a host the test cut off, whatever happens to the test.
+struct Restore<'a>(&'a Testbed, &'static str);
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(self.0.get("SPORE_TB_HOSTCTL"))
+            .args(["restore", self.1])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_host_that_is_cut_off_gives_a_typed_timeout_and_works_again_once_restored() {
+    let Some(tb) = Testbed::require("a_host_that_is_cut_off") else {
+        return;
+    };
+    let _hosts = HOSTS.lock().await;
+    let hostctl = tb.get("SPORE_TB_HOSTCTL");
+    let cut = std::process::Command::new(hostctl)
+        .args(["cut", "spore-h2"])
+        .status()
+        .unwrap();
+    assert!(cut.success());
+    let restore = Restore(&tb, "spore-h2");
+    let fx = fixture();
+    let router = fx.router();
+    let started = std::time::Instant::now();
+    let err = router
+        .ssh(via_config(&tb, tb.get("SPORE_TB_H2_ADDR")))
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ConnectError::Ssh {
+                failure: SshFailure::Timeout,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "no hang"
+    );
+    drop(restore);
+    let h2 = router
+        .ssh(via_config(&tb, tb.get("SPORE_TB_H2_ADDR")))
+        .await
+        .unwrap();
+    assert_eq!(h2.call(add, (2, 2)).await.unwrap(), 4);
+    router.shutdown().await;
+}

@@ -680,9 +680,11 @@ impl Ssh {
             c.arg("-o").arg(o);
         };
         opt("BatchMode=yes".to_owned());
+        // Shorter than the connect's own timeout, so that ssh's diagnostic
+        // ("Connection timed out") comes first and the error says why.
         opt(format!(
             "ConnectTimeout={}",
-            connect_timeout.as_secs().max(1)
+            (connect_timeout.as_secs() * 2 / 3).max(1)
         ));
         match self.host_key {
             HostKeyPolicy::Enforce => opt("StrictHostKeyChecking=yes".to_owned()),
