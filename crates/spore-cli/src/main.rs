@@ -25,8 +25,8 @@ use spore::{Context, OutputStream, Router};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Start local contexts through the POSIX-shell first stage (as ssh and
-    /// sudo will) instead of exec'ing the image directly.
+    /// Start local contexts through the POSIX-shell first stage (as every
+    /// other method does) instead of exec'ing the image directly.
     #[arg(long, global = true)]
     first_stage: bool,
     /// The targets have this machine's libraries (the same OS build): ship

@@ -1,6 +1,7 @@
 //! spore: programs that start copies of themselves as child *contexts* —
-//! here as local processes, later over ssh, sudo and containers — with
-//! nothing installed on the target, and call their own functions in them.
+//! local processes, through sudo or su, over ssh, in containers,
+//! namespaces and chroots, and chains of these — with nothing installed on
+//! the target, and call their own functions in them.
 //!
 //! ```no_run
 //! #[spore::remote]

@@ -672,14 +672,18 @@ impl Inner {
                 to_child,
             )
         };
+        let dst = frame.header.dst;
         if let (NextHop::Stream(_), Some(from)) = (hop, from_child) {
-            // Traffic from a child's subtree to a context outside it.
-            self.egress
-                .lock()
-                .unwrap()
-                .entry(from)
-                .or_default()
-                .note(frame.header.dst);
+            if !self.parent_ids.contains(&dst) {
+                // Traffic from a child's subtree to a context outside it.
+                // (Not to an ancestor: this context goes when one does.)
+                self.egress
+                    .lock()
+                    .unwrap()
+                    .entry(from)
+                    .or_default()
+                    .note(dst);
+            }
         }
         if self.settings.unidirectional && from_child.is_some() && to_child {
             return self.refuse_sideways(&frame.header);
@@ -698,7 +702,6 @@ impl Inner {
                 }
             }
             NextHop::NoRoute => {
-                let dst = frame.header.dst;
                 let reason = no_route_reason(dst, self.my_id);
                 self.refuse(&frame.header, &reason);
                 // A child's subtree talks to a context already lost: it

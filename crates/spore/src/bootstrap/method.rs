@@ -208,18 +208,21 @@ impl Enter {
 /// let as_root = router.su(spore::Su::root().password("secret")).await?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Su {
     user: Option<String>,
-    password: Option<String>,
+    password: Option<Secret>,
 }
 
-impl std::fmt::Debug for Su {
+/// A password: serialized as it is (it must reach the context that uses
+/// it), but never shown by `Debug`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Su")
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
-            .finish()
+        f.write_str("<hidden>")
     }
 }
 
@@ -240,7 +243,7 @@ impl Su {
     /// The target user's password, for su's prompt. It travels to the
     /// context that runs su and is never logged.
     pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.password = Some(password.into());
+        self.password = Some(Secret(password.into()));
         self
     }
 
@@ -456,23 +459,12 @@ impl Ssh {
 /// let as_root = router.sudo(spore::Sudo::root().preserve_env(true)).await?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Sudo {
     user: Option<String>,
     preserve_env: bool,
     extra_args: Vec<String>,
-    password: Option<String>,
-}
-
-impl std::fmt::Debug for Sudo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sudo")
-            .field("user", &self.user)
-            .field("preserve_env", &self.preserve_env)
-            .field("extra_args", &self.extra_args)
-            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
-            .finish()
-    }
+    password: Option<Secret>,
 }
 
 impl Sudo {
@@ -506,7 +498,7 @@ impl Sudo {
     /// wants it). It travels to the context that runs sudo and is never
     /// logged.
     pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.password = Some(password.into());
+        self.password = Some(Secret(password.into()));
         self
     }
 
@@ -523,8 +515,8 @@ impl Method {
     /// The password to answer [`PASSWORD_PROMPT`] with, if the method has one.
     pub(crate) fn password(&self) -> Option<&str> {
         match self {
-            Method::Sudo(s) => s.password.as_deref(),
-            Method::Su(s) => s.password.as_deref(),
+            Method::Sudo(s) => s.password.as_ref().map(|p| p.0.as_str()),
+            Method::Su(s) => s.password.as_ref().map(|p| p.0.as_str()),
             _ => None,
         }
     }
