@@ -335,21 +335,27 @@ else
 fi
 
 step "podman container $TB_CONTAINER (runc, --network none, explicit ulimits)"
+start_container() {
+  podman run -d --name "$TB_CONTAINER" --hostname "$TB_CONTAINER" --label spore-testbed=1 \
+    "${TB_PODMAN_RUN_OPTS[@]}" "$TB_IMAGE" \
+    /bin/sh -c 'trap "exit 0" TERM INT; while :; do sleep 1000000 & wait $!; done' >/dev/null
+}
 state=$(podman container inspect -f '{{.State.Status}}' "$TB_CONTAINER" 2>/dev/null || true)
 case $state in
   running) echo "  already running" ;;
-  "")
-    podman run -d --name "$TB_CONTAINER" --hostname "$TB_CONTAINER" --label spore-testbed=1 \
-      "${TB_PODMAN_RUN_OPTS[@]}" "$TB_IMAGE" \
-      /bin/sh -c 'trap "exit 0" TERM INT; while :; do sleep 1000000 & wait $!; done' >/dev/null
-    echo "  started"
-    ;;
-  *)
-    podman start "$TB_CONTAINER" >/dev/null
-    echo "  was $state, started"
-    ;;
+  "") start_container && echo "  started" ;;
+  *) podman start "$TB_CONTAINER" >/dev/null && echo "  was $state, started" ;;
 esac
-podman exec "$TB_CONTAINER" /bin/true
+# podman's recorded state can outlive the container itself (a machine restored
+# from a snapshot, runc state lost with /run): "running" yet exec fails. Such a
+# container is recreated once, rather than failing the whole bed.
+if ! podman exec "$TB_CONTAINER" /bin/true 2>/dev/null; then
+  echo "  $TB_CONTAINER does not answer exec (stale state); recreating it"
+  podman rm -f -t 0 "$TB_CONTAINER" >/dev/null 2>&1 || true
+  start_container
+  podman exec "$TB_CONTAINER" /bin/true
+  echo "  recreated"
+fi
 
 step "env file $TB_ENV"
 cat >"$TB_ENV.tmp" <<EOF
