@@ -17,6 +17,8 @@ TB_USER_A=spore-a
 TB_USER_A_PW=spore-a-pw
 TB_USER_B=spore-b
 TB_USER_B_PW=spore-b-pw
+TB_USER_C=spore-c     # ssh login with a chatty bash (banner, prompt)
+TB_USER_C_PW=spore-c-pw
 TB_KEY_PASSPHRASE=spore-key-pw
 
 # The private sshd on loopback.

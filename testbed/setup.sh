@@ -51,22 +51,36 @@ install -d -m 0755 "$TB_DIR" "$TB_DIR/sshd"
 install -d -m 0700 "$TB_DIR/keys"
 install -d -m 0755 /run/sshd # sshd's privilege separation directory
 
-step "users $TB_USER_A (ssh login) and $TB_USER_B (sudo/su/doas target)"
+step "users $TB_USER_A (ssh login), $TB_USER_B (sudo/su/doas target), $TB_USER_C (chatty login shell)"
 ensure_user() {
-  local u=$1 pw=$2 home=/home/$1
+  local u=$1 pw=$2 shell=$3 home=/home/$1
   if ! getent passwd "$u" >/dev/null; then
     # No skeleton: the home holds no shell rc files, so logins stay fast.
-    useradd --no-create-home --home-dir "$home" --shell /bin/sh \
+    useradd --no-create-home --home-dir "$home" --shell "$shell" \
       --user-group --comment "spore test bed" "$u"
     echo "  created $u"
   fi
-  [ "$(getent passwd "$u" | cut -d: -f7)" = /bin/sh ] || usermod --shell /bin/sh "$u"
+  [ "$(getent passwd "$u" | cut -d: -f7)" = "$shell" ] || usermod --shell "$shell" "$u"
   install -d -m 0750 -o "$u" -g "$u" "$home"
   rm -f "$home/.profile" "$home/.bashrc" "$home/.bash_profile" "$home/.bash_logout"
   printf '%s:%s\n' "$u" "$pw" | chpasswd
 }
-ensure_user "$TB_USER_A" "$TB_USER_A_PW"
-ensure_user "$TB_USER_B" "$TB_USER_B_PW"
+ensure_user "$TB_USER_A" "$TB_USER_A_PW" /bin/sh
+ensure_user "$TB_USER_B" "$TB_USER_B_PW" /bin/sh
+ensure_user "$TB_USER_C" "$TB_USER_C_PW" /bin/bash
+# bash runs ~/.bashrc for a command sshd starts; this one misbehaves as the
+# client asks with `ssh -o SetEnv=SPORE_TB_LOGIN=...` (banner, prompt).
+cat >"/home/$TB_USER_C/.bashrc" <<'EOF'
+# spore test bed: a chatty login shell -- written by testbed/setup.sh
+case ${SPORE_TB_LOGIN-} in
+  banner)
+    echo "Welcome to the spore test bed (a banner on stdout)"
+    echo "a banner line on stderr" >&2
+    printf 'and an unfinished line: ' ;;
+  prompt) printf 'Verification code: '; read -r _ ;;
+esac
+EOF
+chown "$TB_USER_C:$TB_USER_C" "/home/$TB_USER_C/.bashrc"
 
 step "ssh client keys (one plain, one with passphrase)"
 if [ ! -s "$TB_KEY" ]; then
@@ -91,7 +105,7 @@ for h in $(tb_sshd_names); do
 ListenAddress $(tb_host_addr "$h"):$(tb_host_port "$h")
 HostKey $d/ssh_host_ed25519_key
 PidFile $d/sshd.pid
-AllowUsers $TB_USER_A $TB_USER_B
+AllowUsers $TB_USER_A $TB_USER_B $TB_USER_C
 PermitRootLogin no
 AuthorizedKeysFile .ssh/authorized_keys
 PubkeyAuthentication yes
@@ -110,7 +124,7 @@ MaxStartups 100
 MaxSessions 100
 MaxAuthTries 10
 LoginGraceTime 30
-AcceptEnv LANG LC_*
+AcceptEnv LANG LC_* XDG_CACHE_HOME SPORE_TB_LOGIN
 LogLevel VERBOSE
 Subsystem sftp /usr/lib/openssh/sftp-server
 EOF
@@ -157,8 +171,8 @@ EOF
 mv -f "$TB_SSH_CONFIG.tmp" "$TB_SSH_CONFIG"
 chmod 0644 "$TB_SSH_CONFIG"
 
-step "/home/{$TB_USER_A,$TB_USER_B}/.ssh (authorized_keys; $TB_USER_A also gets the plain key for nested hops)"
-for u in "$TB_USER_A" "$TB_USER_B"; do
+step "/home/{$TB_USER_A,$TB_USER_B,$TB_USER_C}/.ssh (authorized_keys; $TB_USER_A also gets the plain key for nested hops)"
+for u in "$TB_USER_A" "$TB_USER_B" "$TB_USER_C"; do
   s=/home/$u/.ssh
   install -d -m 0700 -o "$u" -g "$u" "$s"
   cat "$TB_KEY.pub" "$TB_KEY_PW.pub" >"$s/authorized_keys"
@@ -368,6 +382,7 @@ SPORE_TB_USER_A=$TB_USER_A
 SPORE_TB_USER_A_PASSWORD=$TB_USER_A_PW
 SPORE_TB_USER_B=$TB_USER_B
 SPORE_TB_USER_B_PASSWORD=$TB_USER_B_PW
+SPORE_TB_USER_C=$TB_USER_C
 SPORE_TB_SSH_HOST=$TB_LO_ADDR
 SPORE_TB_SSH_PORT=$TB_LO_PORT
 SPORE_TB_SSH_USER=$TB_USER_A

@@ -65,8 +65,8 @@ for h in "${TB_HOSTS[@]}"; do
   fi
 done
 
-step "processes left running as $TB_USER_A / $TB_USER_B"
-for u in "$TB_USER_A" "$TB_USER_B"; do
+step "processes left running as $TB_USER_A / $TB_USER_B / $TB_USER_C"
+for u in "$TB_USER_A" "$TB_USER_B" "$TB_USER_C"; do
   if getent passwd "$u" >/dev/null; then
     mapfile -t pids < <(pgrep -u "$u" || true)
     kill_pids "processes of $u" "${pids[@]}"
@@ -106,8 +106,8 @@ if [ -f /etc/doas.conf ] && grep -q '^# BEGIN spore-testbed' /etc/doas.conf; the
   rm -f "$tmp"
 fi
 
-step "users $TB_USER_A and $TB_USER_B"
-for u in "$TB_USER_A" "$TB_USER_B"; do
+step "users $TB_USER_A, $TB_USER_B and $TB_USER_C"
+for u in "$TB_USER_A" "$TB_USER_B" "$TB_USER_C"; do
   if getent passwd "$u" >/dev/null; then
     userdel "$u"
     echo "  deleted user $u"

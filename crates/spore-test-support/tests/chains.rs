@@ -628,17 +628,20 @@ fn a_detached_context_survives_its_master_and_ends_after_its_work() {
 
 #[tokio::test]
 async fn images_for_other_platforms_travel_up_the_tree_once_and_are_cached_at_each_hop() {
-    // Another program of the same build stands in for another platform's image.
+    // Another program of the same build, registered as the image for this
+    // very platform, stands in for another platform's image (the targets
+    // must report its platform; enter.rs fakes a foreign one).
+    let platform = spore::this_platform();
     let other = env!("CARGO_BIN_EXE_spore-fixture-tokio");
     let other_len = std::fs::metadata(other).unwrap().len();
     let fx = fixture();
-    let router = fx.builder().image_for("test-other", other).build().unwrap();
+    let router = fx.builder().image_for(&platform, other).build().unwrap();
     let a = router.local().await.unwrap();
     let b = router.local().via(&a).await.unwrap();
     let before = a.bytes_written();
     let c1 = router
         .local()
-        .image_platform("test-other")
+        .image_platform(&platform)
         .via(&b)
         .await
         .unwrap();
@@ -653,13 +656,13 @@ async fn images_for_other_platforms_travel_up_the_tree_once_and_are_cached_at_ea
     let before = a.bytes_written();
     let c2 = router
         .local()
-        .image_platform("test-other")
+        .image_platform(&platform)
         .via(&b)
         .await
         .unwrap();
     let c3 = router
         .local()
-        .image_platform("test-other")
+        .image_platform(&platform)
         .via(&a)
         .await
         .unwrap();
@@ -682,20 +685,23 @@ async fn images_for_other_platforms_travel_up_the_tree_once_and_are_cached_at_ea
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("no image for platform nowhere-z80 in master: register one with RouterBuilder::image_for (registered: test-other)"),
+        err.contains("no image for platform nowhere-z80 in master")
+            && err.contains(&format!(
+                r#"RouterBuilder::image_for("z80-unknown-nowhere-musl", PATH) (registered: {platform})"#
+            )),
         "{err}"
     );
     // Pushed ahead of need: starting a context then costs no image bytes,
     // and pushing it twice sends it once.
     let d = router.local().await.unwrap();
-    d.forward_image("test-other").await.unwrap();
+    d.forward_image(&platform).await.unwrap();
     // A call's answer means everything sent before it was written.
     d.call(add, (0, 0)).await.unwrap();
     let pushed = d.bytes_written();
-    d.forward_image("test-other").await.unwrap();
+    d.forward_image(&platform).await.unwrap();
     let e = router
         .local()
-        .image_platform("test-other")
+        .image_platform(&platform)
         .via(&d)
         .await
         .unwrap();

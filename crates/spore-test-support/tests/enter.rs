@@ -84,3 +84,106 @@ async fn contexts_start_in_another_processs_namespaces_and_a_chroot_without_proc
     );
     router.shutdown().await;
 }
+
+/// A process in a mount namespace of its own where `uname` says the machine
+/// is an aarch64: a target of another platform, for nsenter. Killed on drop.
+struct ForeignPlatform {
+    process: std::process::Child,
+    _dir: std::path::PathBuf,
+}
+
+impl ForeignPlatform {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("spore-foreign-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join("uname");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\ncase $1 in -m) echo aarch64;; *) echo Linux;; esac\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let uname = std::fs::canonicalize("/bin/uname").unwrap();
+        let mut process = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount --bind "$0" "$1" && echo ready && exec sleep 600"#)
+            .arg(&fake)
+            .arg(&uname)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(process.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "ready\n", "the fake uname is not in place");
+        Self { process, _dir: dir }
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.id()
+    }
+}
+
+impl Drop for ForeignPlatform {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+#[tokio::test]
+async fn a_target_of_another_platform_gets_its_registered_image_or_nothing() {
+    let Some(_tb) = Testbed::require("a_target_of_another_platform") else {
+        return;
+    };
+    let foreign = ForeignPlatform::start();
+    let fx = fixture();
+    // Nothing registered for linux-aarch64: refused before any image byte,
+    // saying how to supply one.
+    let router = fx.router();
+    let err = router
+        .enter(Enter::nsenter(foreign.pid()).same_libraries(true))
+        .await
+        .unwrap_err();
+    match &err {
+        ConnectError::PlatformMismatch {
+            target,
+            image,
+            detail,
+            ..
+        } => {
+            assert_eq!(target, "linux-aarch64");
+            assert_eq!(image, &spore::this_platform());
+            assert!(
+                detail.contains(r#"image_for("aarch64-unknown-linux-musl", PATH)"#),
+                "{err}"
+            );
+        }
+        _ => panic!("{err}"),
+    }
+    assert!(err.to_string().contains("nothing was sent"), "{err}");
+    router.shutdown().await;
+    // Registered by target triple: that image is sent instead. (Another
+    // program of this build stands in for an aarch64 build; the fake
+    // uname is all that is foreign here.)
+    let other = env!("CARGO_BIN_EXE_spore-fixture-tokio");
+    let router = fx
+        .builder()
+        .image_for("aarch64-unknown-linux-gnu", other)
+        .build()
+        .unwrap();
+    let ctx = router
+        .enter(Enter::nsenter(foreign.pid()).same_libraries(true))
+        .await
+        .unwrap();
+    assert_eq!(
+        ctx.call(exe_len, ()).await.unwrap(),
+        std::fs::metadata(other).unwrap().len()
+    );
+    router.shutdown().await;
+}

@@ -203,3 +203,205 @@ async fn a_host_that_is_cut_off_gives_a_typed_timeout_and_works_again_once_resto
     assert_eq!(h2.call(add, (2, 2)).await.unwrap(), 4);
     router.shutdown().await;
 }
+
+/// A cache directory of the test's own on the target (the test bed's sshd
+/// takes XDG_CACHE_HOME from the client), removed at the end.
+struct PrivateCache(std::path::PathBuf);
+
+impl PrivateCache {
+    fn new(label: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("spore-cache-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Self(dir)
+    }
+
+    /// ssh options that point the target's cache here.
+    fn on(&self, ssh: Ssh) -> Ssh {
+        ssh.arg("-o")
+            .arg(format!("SetEnv=XDG_CACHE_HOME={}", self.0.display()))
+    }
+
+    fn spore_dir(&self) -> std::path::PathBuf {
+        self.0.join("spore")
+    }
+
+    /// The entries the target keeps, by name, with their sizes.
+    fn entries(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<_> = std::fs::read_dir(self.spore_dir())
+            .map(|rd| {
+                rd.map(|e| {
+                    let e = e.unwrap();
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        e.metadata().unwrap().len(),
+                    )
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for PrivateCache {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sha256_of(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+}
+
+/// Replaces a cache entry's bytes, keeping its owner and mode.
+fn tamper(path: &std::path::Path) {
+    use std::io::{Seek, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(std::io::SeekFrom::Start(200)).unwrap();
+    f.write_all(b"tampered").unwrap();
+}
+
+#[tokio::test]
+async fn repeat_contact_sends_hashes_not_the_image_and_a_bad_cache_is_replaced() {
+    let Some(tb) = Testbed::require("repeat_contact_sends_hashes") else {
+        return;
+    };
+    let fx = fixture();
+    let router = fx.router();
+    let cache = PrivateCache::new("repeat");
+    let image = std::path::Path::new(env!("CARGO_BIN_EXE_spore-fixture"));
+    let image_hash = sha256_of(image);
+    let stage_hash = {
+        let stage = cache.0.with_extension("stage");
+        std::fs::write(&stage, spore::FIRST_STAGE).unwrap();
+        let hash = sha256_of(&stage);
+        let _ = std::fs::remove_file(&stage);
+        hash
+    };
+    let connect = |ssh: Ssh| {
+        let router = &router;
+        async move {
+            let ctx = router.ssh(ssh).await.unwrap();
+            assert_eq!(ctx.call(add, (1, 2)).await.unwrap(), 3);
+            let sent = ctx.bytes_written();
+            ctx.shutdown().await;
+            sent
+        }
+    };
+    let image_size = std::fs::metadata(image).unwrap().len();
+
+    // First contact: the first stage and the (compressed) image go over,
+    // and the target keeps both, named by hash, in a private directory.
+    let first = connect(cache.on(to_loopback(&tb))).await;
+    assert!(first > 100_000, "first contact sent {first} bytes");
+    let entries = cache.entries();
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.contains(&image_hash.as_str()) && names.contains(&stage_hash.as_str()),
+        "{entries:?}"
+    );
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let meta = std::fs::metadata(cache.spore_dir()).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    assert_eq!(meta.uid(), uid_of(tb.get("SPORE_TB_SSH_USER")));
+    let image_entry = cache.spore_dir().join(&image_hash);
+    assert_eq!(std::fs::metadata(&image_entry).unwrap().len(), image_size);
+
+    // Repeat contact: the command line, the hashes and the configuration.
+    let again = connect(cache.on(to_loopback(&tb))).await;
+    eprintln!("bytes sent: first contact {first}, repeat contact {again}");
+    assert!(again <= 2048, "repeat contact sent {again} bytes");
+
+    // A tampered image is found out, discarded and sent again.
+    tamper(&image_entry);
+    let after_tamper = connect(cache.on(to_loopback(&tb))).await;
+    assert!(after_tamper > 100_000, "{after_tamper}");
+    assert_eq!(sha256_of(&image_entry), image_hash, "replaced");
+    // So is a tampered first stage: it alone is sent again.
+    let stage_entry = cache.spore_dir().join(&stage_hash);
+    tamper(&stage_entry);
+    let after_stage = connect(cache.on(to_loopback(&tb))).await;
+    assert!(
+        after_stage > spore::FIRST_STAGE.len() as u64 && after_stage < 20_000,
+        "{after_stage}"
+    );
+    assert_eq!(sha256_of(&stage_entry), stage_hash, "replaced");
+    assert_eq!(connect(cache.on(to_loopback(&tb))).await, again);
+
+    // Turned off by the caller: everything is sent, nothing is kept.
+    let before = cache.entries();
+    let ctx = router
+        .ssh(cache.on(to_loopback(&tb)))
+        .cache(false)
+        .await
+        .unwrap();
+    let off = ctx.bytes_written();
+    ctx.shutdown().await;
+    assert!(off > 100_000, "{off}");
+    assert_eq!(cache.entries(), before);
+    // A directory others may read is no cache: nothing is read or kept.
+    std::fs::set_permissions(cache.spore_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let open_dir = connect(cache.on(to_loopback(&tb))).await;
+    assert!(open_dir > 100_000, "{open_dir}");
+    assert_eq!(cache.entries(), before);
+    router.shutdown().await;
+}
+
+/// The test bed's chatty login (bash with a ~/.bashrc that prints or asks,
+/// as `SPORE_TB_LOGIN` says).
+fn chatty(tb: &Testbed, behaviour: &str) -> Ssh {
+    to_loopback(tb)
+        .user(tb.get("SPORE_TB_USER_C"))
+        .arg("-o")
+        .arg(format!("SetEnv=SPORE_TB_LOGIN={behaviour}"))
+}
+
+#[tokio::test]
+async fn a_login_banner_is_skipped_and_a_login_prompt_times_out_quoting_it() {
+    let Some(tb) = Testbed::require("a_login_banner_is_skipped") else {
+        return;
+    };
+    let fx = fixture();
+    let router = fx.router();
+    // The banner: lines on stdout, one on stderr, and an unfinished line
+    // that the first stage's own marker completes.
+    let ctx = router.ssh(chatty(&tb, "banner")).await.unwrap();
+    assert_eq!(
+        ctx.call(my_uid, ()).await.unwrap(),
+        uid_of(tb.get("SPORE_TB_USER_C"))
+    );
+    let stderr = fx.wait_lines(
+        ctx.name(),
+        spore::OutputStream::Stderr,
+        std::time::Duration::from_secs(5),
+        |l| l.iter().any(|l| l.contains("a banner line on stderr")),
+    );
+    assert!(
+        stderr.iter().any(|l| l.contains("a banner line on stderr")),
+        "{stderr:?}"
+    );
+    // The prompt waits for an answer that never comes: after the connect
+    // timeout, the error quotes it.
+    let started = std::time::Instant::now();
+    let err = router
+        .ssh(chatty(&tb, "prompt"))
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::Timeout { last_lines, .. }
+            if last_lines.iter().any(|l| l.contains("Verification code:"))),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "no hang"
+    );
+    router.shutdown().await;
+}

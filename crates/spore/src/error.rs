@@ -71,6 +71,21 @@ pub enum ConnectError {
         /// What is wrong and how to fix it.
         detail: String,
     },
+    /// The target's first stage reported another platform than the image's,
+    /// and no image for its platform is registered; no image byte was sent.
+    #[error(
+        "{context}: the target runs {target} but the image is for {image}; nothing was sent. {detail}"
+    )]
+    PlatformMismatch {
+        /// The context being started.
+        context: String,
+        /// The target's platform, `<os>-<arch>` as `uname -s`/`-m` print it.
+        target: String,
+        /// The image's platform.
+        image: String,
+        /// How to supply an image for the target.
+        detail: String,
+    },
     /// I/O with the new process failed.
     #[error("{context}: I/O error during {stage}: {detail}")]
     Io {

@@ -49,6 +49,30 @@ pub(crate) fn platform_of(os: &str, arch: &str) -> String {
     format!("{}-{arch}", os.to_ascii_lowercase())
 }
 
+/// The platform key for a platform (`linux-aarch64`, kept as it is) or a
+/// Rust target triple (`aarch64-unknown-linux-musl` → `linux-aarch64`),
+/// with the triple's architecture spelt as `uname -m` spells it.
+pub(crate) fn platform_key(platform_or_triple: &str) -> String {
+    let parts: Vec<&str> = platform_or_triple.split('-').collect();
+    if parts.len() < 3 {
+        return platform_or_triple.to_ascii_lowercase();
+    }
+    // ARCH-VENDOR-OS[-ENV]; a few triples drop the vendor (x86_64-linux-gnu).
+    let os = if parts[1] == "linux" {
+        parts[1]
+    } else {
+        parts[2]
+    };
+    let arch = match parts[0] {
+        "i586" | "i686" => "i686",
+        "armv7" => "armv7l",
+        "arm" => "armv6l",
+        a if a.starts_with("riscv64") => "riscv64",
+        a => a,
+    };
+    platform_of(os, arch)
+}
+
 impl Inner {
     /// The compressed image for `platform`: from this context's cache, else
     /// (in the master) from the registered images, else from the parent.
@@ -103,9 +127,14 @@ impl Inner {
                 let mut known: Vec<&str> =
                     self.settings.images.keys().map(String::as_str).collect();
                 known.sort_unstable();
+                let triple = match platform.split_once('-') {
+                    Some((os, arch)) => format!("{arch}-unknown-{os}-musl"),
+                    None => "ARCH-unknown-OS-musl".to_owned(),
+                };
                 return Err(format!(
-                    "no image for platform {platform} in {}: register one with \
-                     RouterBuilder::image_for (registered: {})",
+                    "no image for platform {platform} in {}: build this program for it \
+                     (e.g. `cargo build --release --target {triple}`) and register it with \
+                     RouterBuilder::image_for(\"{triple}\", PATH) (registered: {})",
                     self.name,
                     if known.is_empty() {
                         "none".to_owned()
@@ -267,5 +296,27 @@ impl Context {
                 detail,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_triples_become_the_platform_the_first_stage_reports() {
+        for (given, key) in [
+            ("aarch64-unknown-linux-musl", "linux-aarch64"),
+            ("x86_64-unknown-linux-gnu", "linux-x86_64"),
+            ("x86_64-linux-gnu", "linux-x86_64"),
+            ("armv7-unknown-linux-musleabihf", "linux-armv7l"),
+            ("riscv64gc-unknown-linux-gnu", "linux-riscv64"),
+            ("i686-unknown-linux-musl", "linux-i686"),
+            ("linux-aarch64", "linux-aarch64"),
+            ("Linux-x86_64", "linux-x86_64"),
+        ] {
+            assert_eq!(platform_key(given), key, "{given}");
+        }
+        assert_eq!(platform_key(&this_platform()), this_platform());
     }
 }

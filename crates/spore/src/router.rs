@@ -1657,14 +1657,29 @@ impl RouterBuilder {
         self
     }
 
-    /// Registers the image for contexts on another platform, `<os>-<arch>`
-    /// as `uname -s` (lowercased) and `uname -m` print them, e.g.
-    /// `linux-aarch64` (see [`crate::this_platform`]). It must be a spore
-    /// program of the same build, statically linked for remote machines.
-    /// Contexts anywhere in the tree fetch it up the tree when they start a
-    /// context for that platform; it crosses each stream at most once.
-    pub fn image_for(mut self, platform: impl Into<String>, path: impl Into<PathBuf>) -> Self {
-        self.settings.images.insert(platform.into(), path.into());
+    /// Registers the image for contexts on another platform: a Rust target
+    /// triple (`aarch64-unknown-linux-musl`) or `<os>-<arch>` as `uname -s`
+    /// (lowercased) and `uname -m` print them (`linux-aarch64`, see
+    /// [`crate::this_platform`]). It must be a spore program of the same
+    /// build, statically linked for remote machines.
+    ///
+    /// A first stage reports its platform before any image byte is sent;
+    /// when it differs from the image's, the image registered for it is
+    /// sent instead, or the connect fails with
+    /// [`crate::ConnectError::PlatformMismatch`]. Contexts anywhere in the
+    /// tree fetch registered images up the tree; each crosses a stream at
+    /// most once.
+    ///
+    /// ```no_run
+    /// let router = spore::Router::builder()
+    ///     .image_for("aarch64-unknown-linux-musl", "target/aarch64-unknown-linux-musl/release/app")
+    ///     .build()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn image_for(mut self, platform: impl AsRef<str>, path: impl Into<PathBuf>) -> Self {
+        self.settings
+            .images
+            .insert(crate::images::platform_key(platform.as_ref()), path.into());
         self
     }
 

@@ -13,14 +13,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use bytes::{BufMut, BytesMut};
 use spore_proto::ContextId;
-use spore_proto::handshake::{self, FAIL_PREFIX, MAX_LINE};
+use spore_proto::handshake::{self, CacheState, FAIL_PREFIX, MAX_LINE};
 use spore_proto::messages::{ChildConfig, RouteAdded};
 use spore_proto::{Frame, Header, handles};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 use super::method::{PASSWORD_PROMPT, Prompt, looks_like_password_prompt};
-use super::{Image, Method};
+use super::{FIRST_STAGE, Image, Method, ShellLaunch};
 use crate::error::ConnectError;
 use crate::router::{ChildEntry, Context, Inner, OutputStream};
 use crate::stream::{self, StreamSender};
@@ -55,6 +55,9 @@ pub(crate) struct ConnectOptions {
     connect_timeout: Option<Duration>,
     /// Start it from the image registered for this platform.
     platform: Option<String>,
+    /// Whether the target may keep the image in its cache (default: the
+    /// method's, on for ssh).
+    cache: Option<bool>,
     #[cfg(feature = "fault-injection")]
     #[serde(skip)]
     fault: Option<crate::Fault>,
@@ -98,8 +101,20 @@ impl<'a> Connect<'a> {
     /// [`crate::RouterBuilder::image_for`] instead of this program's own,
     /// through the first stage. Whichever context starts it fetches the
     /// image up the tree if it does not hold it yet.
-    pub fn image_platform(mut self, platform: impl Into<String>) -> Self {
-        self.opts.platform = Some(platform.into());
+    pub fn image_platform(mut self, platform: impl AsRef<str>) -> Self {
+        self.opts.platform = Some(crate::images::platform_key(platform.as_ref()));
+        self
+    }
+
+    /// Whether the target may keep the image in a private cache, so that
+    /// the next contact sends its hash instead of the image (on by default
+    /// for ssh, off for methods that stay on this machine). The cache is
+    /// `${XDG_CACHE_HOME:-$HOME/.cache}/spore`, used only when it is a
+    /// directory of the target user's with mode 0700 and `sha256sum` is
+    /// there; the target checks an entry's hash before using it, and
+    /// replaces a corrupt one. The image still runs from memory.
+    pub fn cache(mut self, on: bool) -> Self {
+        self.opts.cache = Some(on);
         self
     }
 
@@ -309,9 +324,22 @@ pub(crate) async fn connect_local(
     let timeout = opts
         .connect_timeout
         .unwrap_or(inner.settings.connect_timeout);
+    let cache = opts.first_stage && opts.cache.unwrap_or(opts.method.caches_by_default());
+    let shell = if !opts.first_stage {
+        None
+    } else if cache {
+        // Hashing a large image takes a while: not on the I/O loop.
+        let img = image.clone();
+        let hash = tokio::task::spawn_blocking(move || img.sha256().to_owned())
+            .await
+            .map_err(|e| setup_error(&name, std::io::Error::other(e.to_string())))?;
+        Some(ShellLaunch::cached(&proc_name, &hash))
+    } else {
+        Some(ShellLaunch::first_stage(&proc_name))
+    };
     let (mut cmd, program) = opts
         .method
-        .command(&image, opts.first_stage, &proc_name, timeout);
+        .command(&image, shell.as_ref(), &proc_name, timeout);
     // The stream is a socket pair, not two pipes: a pipe copies in and out
     // under one lock, a socket lets both sides copy at once (about 3x the
     // throughput for large messages here). The child gets its end as stdin
@@ -412,8 +440,20 @@ pub(crate) async fn connect_local(
     };
 
     let stage = Arc::new(Mutex::new("start"));
+    let launch_bytes = shell.as_ref().map_or(0, ShellLaunch::size);
+    let mut rbuf = BytesMut::new();
     let handshake = handshake(
-        &inner, id, &name, &image, &opts, stdin, &stdout, &tail, &stage,
+        &inner,
+        id,
+        &name,
+        &image,
+        &opts,
+        stdin,
+        &stdout,
+        &mut rbuf,
+        &tail,
+        &stage,
+        launch_bytes,
     );
     let aborted = || {
         ConnectError::Aborted(format!(
@@ -434,12 +474,17 @@ pub(crate) async fn connect_local(
         () = inner.shutdown_started() => Err(aborted()),
         e = answer_prompts => Err(e),
     };
-    let (writer, leftover) = match result {
-        Ok(ok) => ok,
+    let writer = match result {
+        Ok(writer) => writer,
         Err(mut e) => {
-            // Kill and reap, then collect what it printed on stderr.
+            // Kill and reap, then collect what it printed on stderr, and an
+            // unfinished line on stdout (a prompt that waits for an answer).
             let _ = tokio::task::spawn_blocking(move || super::reap(process, Duration::ZERO)).await;
             let _ = tokio::time::timeout(Duration::from_millis(500), stderr_done).await;
+            if !rbuf.is_empty() {
+                let unfinished = String::from_utf8_lossy(&rbuf[..rbuf.len().min(MAX_LINE)]);
+                push_tail(&tail, unfinished.trim_end().to_owned());
+            }
             let lines: Vec<String> = tail.lock().unwrap().iter().cloned().collect();
             if let ConnectError::Eof { last_lines, .. }
             | ConnectError::Timeout { last_lines, .. }
@@ -498,7 +543,7 @@ pub(crate) async fn connect_local(
     let max = inner.settings.max_message_size;
     inner.rt.spawn(async move {
         let ev_inner = reader_inner.clone();
-        let end = stream::read_frames(stdout, leftover, max, move |ev| {
+        let end = stream::read_frames(stdout, rbuf, max, move |ev| {
             ev_inner.on_event(ev, stream_id)
         })
         .await;
@@ -515,30 +560,41 @@ pub(crate) async fn connect_local(
     })
 }
 
-/// The handshake; returns the stream's writer and any frame bytes already read.
+/// The handshake; returns the stream's writer. Frame bytes read past the
+/// up line stay in `rbuf`.
 #[allow(clippy::too_many_arguments)]
 async fn handshake(
     inner: &Arc<Inner>,
     id: u32,
     name: &str,
-    image: &Image,
+    image: &Arc<Image>,
     opts: &ConnectOptions,
     stdin: OwnedFd,
     stdout: &AsyncFd<OwnedFd>,
+    rbuf: &mut BytesMut,
     tail: &Tail,
     stage: &Mutex<&'static str>,
-) -> Result<(StreamSender, BytesMut), ConnectError> {
-    let mut rbuf = BytesMut::new();
+    launch_bytes: usize,
+) -> Result<StreamSender, ConnectError> {
     let mut preamble = BytesMut::new();
+    let mut sent = launch_bytes;
     if opts.first_stage {
-        let line = read_marker(
-            stdout,
-            &mut rbuf,
-            name,
-            stage,
-            "first stage (waiting for SPORE-READY)",
-        )
-        .await?;
+        const READY: &str = "first stage (waiting for SPORE-READY)";
+        let mut line = read_first_marker(stdout, rbuf, name, stage, READY, tail).await?;
+        if line == handshake::STAGE_LINE {
+            // Stage 0 found no (intact) first stage in the target's cache.
+            *stage.lock().unwrap() = "stage 0 (sending the first stage)";
+            let script = format!("{FIRST_STAGE}{}", handshake::STAGE_END);
+            write_all(&stdin, script.as_bytes())
+                .await
+                .map_err(|e| ConnectError::Io {
+                    context: name.to_owned(),
+                    stage: "stage 0 (sending the first stage)".into(),
+                    detail: e.to_string(),
+                })?;
+            sent += script.len();
+            line = read_marker(stdout, rbuf, name, stage, READY).await?;
+        }
         let ready = handshake::parse_ready(&line).ok_or_else(|| {
             push_tail(tail, line.clone());
             ConnectError::Protocol {
@@ -547,23 +603,31 @@ async fn handshake(
                 detail: format!("expected a SPORE-READY line, got {line:?}"),
             }
         })?;
-        tracing::debug!(context = %name, os = %ready.os, arch = %ready.arch, "first stage ready");
-        let (encoding, payload) = if !opts.raw_payload && ready.decoders.iter().any(|d| d == "zstd")
-        {
-            let c = image.compressed().map_err(|detail| ConnectError::Image {
-                context: name.to_owned(),
-                detail,
-            })?;
-            ("zstd", c)
+        tracing::debug!(context = %name, os = %ready.os, arch = %ready.arch, cache = ?ready.cache, "first stage ready");
+        // Stage 0 named this image to the target's cache.
+        let (image, cacheable) = image_for_target(inner, name, image, opts, &ready).await?;
+        if cacheable && ready.cache == Some(CacheState::Hit) {
+            preamble.put_slice(handshake::CACHED_HEADER.as_bytes());
         } else {
-            ("raw", image.raw.clone())
-        };
-        #[cfg(feature = "fault-injection")]
-        if let Some(fault) = opts.fault {
-            return inject_fault(fault, encoding, payload, stdin, stdout, rbuf, name).await;
+            let (encoding, payload) =
+                if !opts.raw_payload && ready.decoders.iter().any(|d| d == "zstd") {
+                    let c = image.compressed().map_err(|detail| ConnectError::Image {
+                        context: name.to_owned(),
+                        detail,
+                    })?;
+                    ("zstd", c)
+                } else {
+                    ("raw", image.raw.clone())
+                };
+            #[cfg(feature = "fault-injection")]
+            if let Some(fault) = opts.fault {
+                return inject_fault(fault, encoding, payload, stdin, stdout, rbuf, name).await;
+            }
+            let store = cacheable && ready.cache == Some(CacheState::Miss);
+            preamble
+                .put_slice(handshake::payload_header(encoding, payload.len(), store).as_bytes());
+            preamble.put_slice(&payload);
         }
-        preamble.put_slice(handshake::payload_header(encoding, payload.len()).as_bytes());
-        preamble.put_slice(&payload);
     }
     let config = ChildConfig {
         context_id: id,
@@ -583,10 +647,15 @@ async fn handshake(
     Frame::new(Header::new(id, inner.my_id, handles::CONFIGURE), config).encode_into(&mut preamble);
     let writer = stream::spawn_writer(stdin, preamble.freeze(), name.to_owned())
         .map_err(|e| setup_error(name, e))?;
+    // What went to the target before the stream: its command line, and the
+    // first stage when stage 0 asked for it.
+    writer
+        .bytes_written()
+        .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
 
     let line = read_marker(
         stdout,
-        &mut rbuf,
+        rbuf,
         name,
         stage,
         "handshake (waiting for SPORE-UP)",
@@ -596,7 +665,7 @@ async fn handshake(
         Some((proto, build))
             if proto == spore_proto::PROTOCOL_VERSION && build == crate::build_id() =>
         {
-            Ok((writer, rbuf))
+            Ok(writer)
         }
         Some((proto, build)) => Err(ConnectError::Protocol {
             context: name.to_owned(),
@@ -615,6 +684,79 @@ async fn handshake(
     }
 }
 
+/// The image to send to a target that reported `ready`, decided before any
+/// image byte is sent: `image` when the platforms match, else the image
+/// registered for the target's platform. Also says whether it is the image
+/// stage 0 named to the target's cache.
+async fn image_for_target(
+    inner: &Arc<Inner>,
+    name: &str,
+    image: &Arc<Image>,
+    opts: &ConnectOptions,
+    ready: &handshake::Ready,
+) -> Result<(Arc<Image>, bool), ConnectError> {
+    let target = crate::images::platform_of(&ready.os, &ready.arch);
+    let ours = opts
+        .platform
+        .clone()
+        .unwrap_or_else(crate::images::this_platform);
+    if target == ours {
+        return Ok((image.clone(), true));
+    }
+    let mismatch = |detail: String| ConnectError::PlatformMismatch {
+        context: name.to_owned(),
+        target: target.clone(),
+        image: ours.clone(),
+        detail,
+    };
+    if opts.platform.is_some() {
+        return Err(mismatch(format!(
+            "image_platform({ours:?}) was asked for; leave it out to pick the image \
+             registered for the target"
+        )));
+    }
+    let compressed = inner.platform_image(&target).await.map_err(mismatch)?;
+    let other =
+        Image::from_compressed(format!("the image for {target}"), compressed).map_err(mismatch)?;
+    other
+        .check_shippable(opts.method.same_machine())
+        .map_err(mismatch)?;
+    tracing::debug!(context = %name, platform = %target, "sending the image registered for the target's platform");
+    Ok((Arc::new(other), false))
+}
+
+/// Reads the first line the target's side of the bootstrap prints. Lines
+/// before it (a login shell's banner) are kept for error messages and
+/// skipped, as is text before the marker on its line.
+async fn read_first_marker(
+    stdout: &AsyncFd<OwnedFd>,
+    rbuf: &mut BytesMut,
+    name: &str,
+    tracker: &Mutex<&'static str>,
+    stage: &'static str,
+    tail: &Tail,
+) -> Result<String, ConnectError> {
+    /// Banner lines skipped at most; a chattier target is not a shell.
+    const MAX_BANNER_LINES: usize = 1000;
+    for _ in 0..MAX_BANNER_LINES {
+        let line = read_line_or_eof(stdout, rbuf, name, tracker, stage).await?;
+        match handshake::find_marker(&line) {
+            Some(at) => {
+                if at > 0 {
+                    push_tail(tail, line[..at].to_owned());
+                }
+                return marker_or_failure(&line[at..], name);
+            }
+            None => push_tail(tail, line),
+        }
+    }
+    Err(ConnectError::Protocol {
+        context: name.to_owned(),
+        stage: stage.into(),
+        detail: format!("{MAX_BANNER_LINES} lines and no SPORE- marker"),
+    })
+}
+
 /// Reads the next handshake line while `stage` names what is awaited; a
 /// SPORE-FAIL line becomes the first stage's error.
 async fn read_marker(
@@ -624,8 +766,19 @@ async fn read_marker(
     tracker: &Mutex<&'static str>,
     stage: &'static str,
 ) -> Result<String, ConnectError> {
+    let line = read_line_or_eof(stdout, rbuf, name, tracker, stage).await?;
+    marker_or_failure(&line, name)
+}
+
+async fn read_line_or_eof(
+    stdout: &AsyncFd<OwnedFd>,
+    rbuf: &mut BytesMut,
+    name: &str,
+    tracker: &Mutex<&'static str>,
+    stage: &'static str,
+) -> Result<String, ConnectError> {
     *tracker.lock().unwrap() = stage;
-    let line = stream::read_line(stdout, rbuf, MAX_LINE)
+    stream::read_line(stdout, rbuf, MAX_LINE)
         .await
         .map_err(|e| ConnectError::Io {
             context: name.to_owned(),
@@ -636,13 +789,16 @@ async fn read_marker(
             context: name.to_owned(),
             stage: stage.into(),
             last_lines: Vec::new(),
-        })?;
+        })
+}
+
+fn marker_or_failure(line: &str, name: &str) -> Result<String, ConnectError> {
     match line.strip_prefix(FAIL_PREFIX) {
         Some(reason) => Err(ConnectError::FirstStage {
             context: name.to_owned(),
             reason: reason.to_owned(),
         }),
-        None => Ok(line),
+        None => Ok(line.to_owned()),
     }
 }
 
@@ -653,9 +809,9 @@ async fn inject_fault(
     payload: Bytes,
     stdin: OwnedFd,
     stdout: &AsyncFd<OwnedFd>,
-    mut rbuf: BytesMut,
+    rbuf: &mut BytesMut,
     name: &str,
-) -> Result<(StreamSender, BytesMut), ConnectError> {
+) -> Result<StreamSender, ConnectError> {
     let mut pre = BytesMut::new();
     let close_after = match fault {
         crate::Fault::NeverFeed => {
@@ -666,7 +822,7 @@ async fn inject_fault(
             unreachable!()
         }
         crate::Fault::TruncatePayload => {
-            pre.put_slice(handshake::payload_header(encoding, payload.len()).as_bytes());
+            pre.put_slice(handshake::payload_header(encoding, payload.len(), false).as_bytes());
             pre.put_slice(&payload[..payload.len() / 2]);
             true
         }
@@ -684,7 +840,7 @@ async fn inject_fault(
         std::mem::forget(writer);
     }
     let tracker = Mutex::new("first stage");
-    let line = read_marker(stdout, &mut rbuf, name, &tracker, "first stage").await?;
+    let line = read_marker(stdout, rbuf, name, &tracker, "first stage").await?;
     Err(ConnectError::Protocol {
         context: name.to_owned(),
         stage: "first stage".into(),

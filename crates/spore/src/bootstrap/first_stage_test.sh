@@ -10,6 +10,9 @@ SCRIPT=$(cat "$HERE/first_stage.sh")
 READY="SPORE-READY 1 $(uname -s) $(uname -m) zstd,raw"
 NAME=spore:test.1
 EXTRAENV=()   # extra VAR=value for the target's environment
+ARGS=()       # arguments after NAME (the cache's: HASH DIR; stage 0's: STAGE-HASH HASH)
+READYX=""     # what the READY line carries after the decoders (" cache=hit")
+STAGEFEED=""  # stage 0 runs: the file to answer SPORE-STAGE with
 STREAM1="stream line 1: this must reach the program intact"
 STREAM2="stream line 2 * ? end"
 
@@ -28,7 +31,7 @@ leftovers() { ls -a "$XDG" /dev/shm /tmp /var/tmp "$HOMEDIR" 2>/dev/null | grep 
 launch() {
   rm -f "$W/in" "$W/out"; mkfifo "$W/in" "$W/out"
   ( close_fds; exec env -i PATH="$2" HOME="$HOMEDIR" ${XDG:+XDG_RUNTIME_DIR="$XDG"} FS_MARK="a b  c" "${EXTRAENV[@]}" \
-      $(abs $1) -c "$SCRIPT" "$3" <"$W/in" >"$W/out" 2>"$W/stderr" ) &
+      $(abs $1) -c "$SCRIPT" "$3" "${ARGS[@]}" <"$W/in" >"$W/out" 2>"$W/stderr" ) &
   PID=$!
   exec {WFD}>"$W/in" {RFD}<"$W/out"
 }
@@ -53,7 +56,8 @@ expect_ok() {
   local t0=$SECONDS
   launch "$sh" "$bin" "$name"
   if ! read -r -t 10 -u "$RFD" line; then why="no READY line"
-  elif [ "$line" != "$READY" ]; then why="READY line: $line"
+  elif [ -n "$STAGEFEED" ] && { [ "$line" != SPORE-STAGE ] || ! cat "$STAGEFEED" >&"$WFD" || ! read -r -t 10 -u "$RFD" line; }; then why="stage 0: $line"
+  elif [ "$line" != "$READY$READYX" ]; then why="READY line: $line"
   else
     cat "$W/blob.$enc" >&"$WFD"          # header + payload + stream, written back to back
     while read -r -t 15 -u "$RFD" line; do out+=("$line"); [ "$line" = "$STREAM2" ] && break; done
@@ -279,6 +283,70 @@ for s in "${SHELLS[@]}"; do
   if [ "$got" = "$want" ] && [ $rc = 1 ] && [ $((SECONDS - t0)) -le 3 ]; then ok "$s /dev/zero stdin ($((SECONDS - t0))s)"
   else bad "$s /dev/zero stdin: rc=$rc after $((SECONDS - t0))s, got: $got"; fi
 done
+# the image cache (first stage args HASH DIR), under each interpreter
+{ printf 'raw %d s\n' "$(size "$W/prog")"; cat "$W/prog"; printf '%s\n%s\n' "$STREAM1" "$STREAM2"; } >"$W/blob.rawstore"
+{ printf 'zstd %d s\n' "$(size "$W/prog.zst")"; cat "$W/prog.zst"; printf '%s\n%s\n' "$STREAM1" "$STREAM2"; } >"$W/blob.zstdstore"
+{ printf 'cached 0\n'; printf '%s\n%s\n' "$STREAM1" "$STREAM2"; } >"$W/blob.cached"
+HASH=$(sha256sum <"$W/prog"); HASH=${HASH%% *}
+CD=$W/cache; mkdir -m 700 "$CD"
+kept() { cmp -s "$CD/$HASH" "$W/prog" && [ -z "$(find "$CD" -name "*.*")" ]; }
+CTOOLS="$TOOLS sha256sum ls mv mkdir id"
+kinds=(); [ -n "$PY" ] && kinds+=("py:$(mkbin cache-py $CTOOLS python3)"); have perl && kinds+=("pl:$(mkbin cache-pl $CTOOLS perl)")
+kinds+=("sh:$(mkbin cache-sh $CTOOLS)")
+# busybox's ls -n, sha256sum, mkdir -m and id print and do the same
+have busybox && kinds+=("sh:$(mkbin cache-bb bb:uname bb:dd bb:cat bb:head bb:rm bb:mktemp bb:wc bb:chmod zstd bb:sha256sum bb:ls bb:mv bb:mkdir bb:id)")
+for k in "${kinds[@]}"; do
+  kn=${k%%:*} kb=${k#*:}
+  rm -f "$CD"/*; ARGS=("$HASH" "$CD")
+  READYX=" cache=miss"; expect_ok "dash $kn cache miss: kept after a payload marked s" dash "$kb" zstdstore "$kn"
+  kept && ok "dash $kn cache: the kept entry is the image" || bad "dash $kn cache: entry: $(ls -la "$CD")"
+  READYX=" cache=hit"; expect_ok "dash $kn cache hit: runs the kept image" dash "$kb" cached "$kn"
+  printf tampered | dd of="$CD/$HASH" bs=1 seek=300 conv=notrunc 2>/dev/null
+  READYX=" cache=miss"; expect_ok "dash $kn cache: a tampered entry is a miss" dash "$kb" rawstore "$kn"
+  kept && ok "dash $kn cache: the tampered entry is replaced" || bad "dash $kn cache: not replaced"
+  rm -f "$CD/$HASH"; expect_ok "dash $kn cache: a payload not marked s is not kept" dash "$kb" raw "$kn"
+  [ ! -e "$CD/$HASH" ] && ok "dash $kn cache: nothing kept" || bad "dash $kn cache: kept unasked"
+  ARGS=(); READYX=""
+  expect_fail "dash $kn cached header without a cache" dash "$kb" "$W/blob.cached" "SPORE-FAIL unknown encoding cached"
+done
+for i in $(seq 10); do printf '%064d' "$i" >"$CD/$(printf '%064d' "$i")"; touch -d "@$((1000000 + i))" "$CD/$(printf '%064d' "$i")"; done
+: >"$CD/notes.txt"; ARGS=("$HASH" "$CD"); READYX=" cache=miss"
+expect_ok "dash cache miss prunes old entries" dash "${kinds[0]#*:}" raw "${kinds[0]%%:*}"
+n=$(find "$CD" -type f | wc -l)
+[ "$n" = 8 ] && [ -e "$CD/notes.txt" ] && ok "cache keeps the 7 newest entries and what is not an entry" || bad "cache after pruning: $(ls "$CD")"
+ARGS=(); READYX=""
+
+# stage 0: the first stage from the cache, or asked for and kept
+SCRIPT_FS=$SCRIPT; SCRIPT=$(cat "$HERE/stage0.sh")
+SHASH=$(sha256sum <"$HERE/first_stage.sh"); SHASH=${SHASH%% *}
+{ cat "$HERE/first_stage.sh"; echo SPORE-END; } >"$W/stagefeed"
+XC=$W/xc; EXTRAENV=("XDG_CACHE_HOME=$XC"); ARGS=("$SHASH" "$HASH")
+for k in "${kinds[@]}"; do
+  kn=${k%%:*} kb=${k#*:}
+  rm -rf "$XC"
+  STAGEFEED=$W/stagefeed READYX=" cache=miss"
+  expect_ok "stage 0 $kn: asks for the first stage, keeps it and the image" dash "$kb" zstdstore "$kn"
+  cmp -s "$XC/spore/$SHASH" "$HERE/first_stage.sh" && cmp -s "$XC/spore/$HASH" "$W/prog" \
+    && [ "$(stat -c %a "$XC/spore")" = 700 ] && ok "stage 0 $kn: both kept in a 0700 dir" || bad "stage 0 $kn: kept: $(ls -la "$XC/spore")"
+  STAGEFEED="" READYX=" cache=hit"
+  expect_ok "stage 0 $kn: the next contact runs both from the cache" dash "$kb" cached "$kn"
+  printf tampered | dd of="$XC/spore/$SHASH" bs=1 seek=300 conv=notrunc 2>/dev/null
+  STAGEFEED=$W/stagefeed READYX=" cache=hit"
+  expect_ok "stage 0 $kn: a tampered first stage is asked for again" dash "$kb" cached "$kn"
+  cmp -s "$XC/spore/$SHASH" "$HERE/first_stage.sh" && ok "stage 0 $kn: and replaced" || bad "stage 0 $kn: not replaced"
+done
+chmod 755 "$XC/spore"; before=$(ls "$XC/spore")
+STAGEFEED=$W/stagefeed READYX=""
+expect_ok "stage 0: a directory others can read is no cache" dash "${kinds[0]#*:}" zstd "${kinds[0]%%:*}"
+[ "$(ls "$XC/spore")" = "$before" ] && ok "stage 0: nothing read or kept there" || bad "stage 0: kept in an open dir"
+rm -rf "$XC"; STAGEFEED=""
+launch dash "${kinds[0]#*:}" "$NAME"
+read -r -t 10 -u "$RFD" line; head -c 1000 "$HERE/first_stage.sh" >&"$WFD"; exec {WFD}>&-
+read -r -t 10 -u "$RFD" line2; finish
+[ "$line" = SPORE-STAGE ] && [ "$line2" = "SPORE-FAIL first stage truncated" ] && [ "$RC" = 1 ] \
+  && ok "stage 0: a truncated first stage fails" || bad "stage 0 truncated: $line / $line2 / rc $RC"
+SCRIPT=$SCRIPT_FS; EXTRAENV=(); ARGS=(); READYX=""
+
 # READY line without zstd
 got=$(env -i PATH="$NOZ" /bin/sh -c "$SCRIPT" "$NAME" </dev/null | head -1)
 [ "$got" = "SPORE-READY 1 $(uname -s) $(uname -m) raw" ] && ok "READY without zstd says raw only" || bad "READY without zstd: $got"

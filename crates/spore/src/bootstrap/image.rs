@@ -12,6 +12,7 @@ pub(crate) struct Image {
     pub(crate) path: PathBuf,
     pub(crate) raw: Bytes,
     compressed: OnceLock<Result<Bytes, String>>,
+    sha256: OnceLock<String>,
 }
 
 impl Image {
@@ -29,6 +30,7 @@ impl Image {
             path: path.clone(),
             raw: Bytes::from(raw),
             compressed: OnceLock::new(),
+            sha256: OnceLock::new(),
         });
         cache.insert(path, img.clone());
         Ok(img)
@@ -43,6 +45,7 @@ impl Image {
             path: PathBuf::from(label),
             raw: Bytes::from(raw),
             compressed: OnceLock::from(Ok(compressed)),
+            sha256: OnceLock::new(),
         })
     }
 
@@ -56,6 +59,12 @@ impl Image {
                     .map_err(|e| format!("cannot compress {}: {e}", self.path.display()))
             })
             .clone()
+    }
+
+    /// The SHA-256 of the raw image, in lowercase hex (what `sha256sum`
+    /// prints): the name a target's cache keeps it under. Computed once.
+    pub(crate) fn sha256(&self) -> &str {
+        self.sha256.get_or_init(|| sha256_hex(&self.raw))
     }
 
     /// Refuses a dynamically linked image for any target but this machine:
@@ -75,6 +84,15 @@ impl Image {
             ))
         }
     }
+}
+
+/// SHA-256 in lowercase hex.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// True for a 64-bit little-endian ELF without a PT_INTERP program header.
@@ -116,6 +134,14 @@ mod tests {
         assert!(!is_static_elf(&me));
         assert!(!is_static_elf(b"not an elf"));
         assert!(!is_static_elf(&[]));
+    }
+
+    #[test]
+    fn sha256_is_what_sha256sum_prints() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 use spore_proto::handshake;
 
-use super::{FIRST_STAGE, Image};
+use super::{Image, ShellLaunch};
 use crate::ConnectError;
 
 /// How a context is started.
@@ -155,7 +155,7 @@ impl Enter {
 
     /// The command, and the program named in errors.
     fn command(&self) -> (Command, &'static str) {
-        let (mut c, program) = match &self.place {
+        let (c, program) = match &self.place {
             Place::Podman { container, user } | Place::Docker { container, user } => {
                 let program = if matches!(self.place, Place::Podman { .. }) {
                     "podman"
@@ -188,7 +188,6 @@ impl Enter {
                 (c, "chroot")
             }
         };
-        c.arg("/bin/sh").arg("-c").arg(FIRST_STAGE);
         (c, program)
     }
 }
@@ -551,6 +550,12 @@ impl Method {
         }
     }
 
+    /// Whether the target keeps the image in its cache unless told
+    /// otherwise: only across machines, where it saves the wire.
+    pub(crate) fn caches_by_default(&self) -> bool {
+        matches!(self, Method::Ssh(_))
+    }
+
     /// Whether the method must go through the first stage (it cannot exec
     /// the image from here).
     pub(crate) fn needs_first_stage(&self) -> bool {
@@ -569,23 +574,23 @@ impl Method {
     }
 
     /// The command that starts the context, and the program named in errors.
-    /// `first_stage` false (local only) execs the image directly.
+    /// Without a `shell` (local only) it execs the image directly.
     pub(crate) fn command(
         &self,
         image: &Image,
-        first_stage: bool,
+        shell: Option<&ShellLaunch>,
         proc_name: &str,
         connect_timeout: std::time::Duration,
     ) -> (Command, String) {
+        let Some(shell) = shell else {
+            let mut c = Command::new(&image.path);
+            c.arg0(proc_name).arg(handshake::CHILD_ARG);
+            return (c, image.path.display().to_string());
+        };
         match self {
-            Method::Local if !first_stage => {
-                let mut c = Command::new(&image.path);
-                c.arg0(proc_name).arg(handshake::CHILD_ARG);
-                (c, image.path.display().to_string())
-            }
             Method::Local => {
                 let mut c = Command::new("/bin/sh");
-                c.arg("-c").arg(FIRST_STAGE).arg(proc_name);
+                c.args(shell.argv());
                 (c, "/bin/sh".to_owned())
             }
             Method::Sudo(s) => {
@@ -604,25 +609,25 @@ impl Method {
                 c.args(&s.extra_args)
                     .arg("--")
                     .arg("/bin/sh")
-                    .arg("-c")
-                    .arg(FIRST_STAGE)
-                    .arg(proc_name);
+                    .args(shell.argv());
                 (c, "sudo".to_owned())
             }
-            Method::Ssh(s) => (s.command(proc_name, connect_timeout), "ssh".to_owned()),
+            Method::Ssh(s) => (s.command(shell, connect_timeout), "ssh".to_owned()),
             Method::Enter(e) => {
                 let (mut c, program) = e.command();
-                c.arg(proc_name);
+                c.arg("/bin/sh").args(shell.argv());
                 (c, program.to_owned())
             }
             Method::Su(s) => {
+                // su hands the arguments after the user to the shell:
+                // `/bin/sh -c SCRIPT NAME ARGS…`.
                 let mut c = Command::new("su");
                 c.arg("-s")
                     .arg("/bin/sh")
                     .arg("-c")
-                    .arg(FIRST_STAGE)
+                    .arg(shell.script)
                     .arg(s.target_user())
-                    .arg(proc_name);
+                    .args(&shell.args);
                 (c, "su".to_owned())
             }
         }
@@ -664,9 +669,9 @@ impl Method {
 }
 
 impl Ssh {
-    /// `ssh [options] -- HOST '/bin/sh -c '\''FIRST_STAGE'\'' NAME'`: the
+    /// `ssh [options] -- HOST "/bin/sh -c 'SCRIPT' 'NAME' ARGS…"`: the
     /// remote command is one string run by the remote user's shell.
-    fn command(&self, proc_name: &str, connect_timeout: std::time::Duration) -> Command {
+    fn command(&self, shell: &ShellLaunch, connect_timeout: std::time::Duration) -> Command {
         let mut c = Command::new("ssh");
         let mut opt = |o: String| {
             c.arg("-o").arg(o);
@@ -710,10 +715,7 @@ impl Ssh {
         }
         // No tty: the stream must stay 8-bit clean.
         c.arg("-T").args(&self.extra_args).arg("--").arg(&self.host);
-        c.arg(format!(
-            "/bin/sh -c '{FIRST_STAGE}' {}",
-            shell_quote(proc_name)
-        ));
+        c.arg(shell.remote_command());
         c
     }
 }
@@ -741,7 +743,7 @@ fn su_diagnose(su: &Su, context: &str, last_lines: &[String]) -> Option<ConnectE
 }
 
 /// `s` in single quotes for a POSIX shell.
-fn shell_quote(s: &str) -> String {
+pub(super) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
@@ -792,10 +794,14 @@ mod tests {
 
     #[test]
     fn the_first_stage_travels_in_single_quotes_and_names_are_quoted() {
-        assert!(
-            !FIRST_STAGE.contains('\''),
-            "the ssh command quotes it in '...'"
-        );
+        use crate::bootstrap::{FIRST_STAGE, STAGE0};
+        for script in [FIRST_STAGE, STAGE0] {
+            assert!(!script.contains('\''), "the ssh command quotes it in '...'");
+        }
+        // Stage 0 checks the first stage by hashing what `$(cat FILE)` gives
+        // back plus one newline: it must end in exactly one.
+        assert!(FIRST_STAGE.ends_with('\n') && !FIRST_STAGE.ends_with("\n\n"));
+        assert!(!FIRST_STAGE.lines().any(|l| l == "SPORE-END"));
         assert_eq!(shell_quote("spore:ssh.a:22"), "'spore:ssh.a:22'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
     }

@@ -13,9 +13,65 @@ pub(crate) use image::Image;
 pub(crate) use method::Method;
 pub use method::{Enter, HostKeyPolicy, Ssh, SshFailure, Su, Sudo};
 
-/// The first stage: a POSIX shell program run as `sh -c FIRST_STAGE NAME`.
-/// See docs/PROTOCOL.md for what it does, byte by byte.
+/// The first stage: a POSIX shell program run as `sh -c FIRST_STAGE NAME
+/// [HASH CACHE]`. See docs/PROTOCOL.md for what it does, byte by byte.
 pub const FIRST_STAGE: &str = include_str!("first_stage.sh");
+
+/// Stage 0, run as `sh -c STAGE0 NAME STAGE-HASH IMAGE-HASH` when the
+/// target may keep a cache: it runs the first stage from the target's cache
+/// (after checking its hash), or asks for it and keeps it there.
+pub const STAGE0: &str = include_str!("stage0.sh");
+
+/// A POSIX shell program and its arguments, as `sh -c SCRIPT ARGS…` runs
+/// them (`$0` is the first argument).
+pub(crate) struct ShellLaunch {
+    pub(crate) script: &'static str,
+    pub(crate) args: Vec<String>,
+}
+
+impl ShellLaunch {
+    /// The first stage itself, with no cache: `sh -c FIRST_STAGE NAME`.
+    pub(crate) fn first_stage(proc_name: &str) -> Self {
+        Self {
+            script: FIRST_STAGE,
+            args: vec![proc_name.to_owned()],
+        }
+    }
+
+    /// Stage 0, asking the target's cache for the first stage and for the
+    /// image with hash `image_sha256`.
+    pub(crate) fn cached(proc_name: &str, image_sha256: &str) -> Self {
+        static STAGE_SHA256: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let stage = STAGE_SHA256.get_or_init(|| image::sha256_hex(FIRST_STAGE.as_bytes()));
+        Self {
+            script: STAGE0,
+            args: vec![proc_name.to_owned(), stage.clone(), image_sha256.to_owned()],
+        }
+    }
+
+    /// The arguments of `/bin/sh`: `-c SCRIPT ARGS…`.
+    pub(crate) fn argv(&self) -> impl Iterator<Item = &str> {
+        ["-c", self.script]
+            .into_iter()
+            .chain(self.args.iter().map(String::as_str))
+    }
+
+    /// One string for a remote shell (ssh): `/bin/sh -c 'SCRIPT' 'ARG'…`.
+    /// The scripts hold no single quote, so they travel quoted as they are.
+    pub(crate) fn remote_command(&self) -> String {
+        let mut cmd = format!("/bin/sh -c '{}'", self.script);
+        for arg in &self.args {
+            cmd.push(' ');
+            cmd.push_str(&method::shell_quote(arg));
+        }
+        cmd
+    }
+
+    /// Bytes handed to the target to start it: the program and its arguments.
+    pub(crate) fn size(&self) -> usize {
+        self.script.len() + self.args.iter().map(String::len).sum::<usize>()
+    }
+}
 
 /// Waits for `process` to exit for up to `grace`, then kills and reaps it.
 pub(crate) fn reap(process: std::process::Child, grace: Duration) {
