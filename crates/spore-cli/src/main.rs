@@ -9,17 +9,23 @@ use std::time::{Duration, Instant};
 use clap::{ArgAction, Parser, Subcommand};
 use spore::{Context, OutputStream, Router};
 
-/// Start copies of this program as contexts (local processes and sudo now;
-/// ssh, su, doas and containers later) and work with them.
+/// Start copies of this program as contexts (local processes, other users,
+/// other machines over ssh, containers and namespaces) and work with them.
 ///
-/// A TARGET is hops joined by `/`, each `METHOD[:ARG]`. Implemented today:
-/// `local` (one local context), `local:N` (N local contexts), `sudo` (one
-/// context as root through `sudo -n`), `sudo:USER` (as USER), `su` and
-/// `su:USER` (through su, where it asks no password),
+/// A TARGET is hops joined by `/`, each `METHOD[:ARG]`: `local` (one local
+/// context), `local:N` (N local contexts), `sudo` (one context as root),
+/// `sudo:USER` (as USER), `su` and `su:USER`, `doas` and `doas:USER`,
 /// `ssh:[USER@]HOST[:PORT]` (with the system's ssh, its config and agent),
-/// `podman:CONTAINER`, `docker:CONTAINER`, `nsenter:PID` and `chroot:PATH`.
-/// Targets on other machines or file systems need a static build (or
-/// `--same-libraries`). With no target, `local` is used.
+/// `podman:CONTAINER`, `docker:CONTAINER`, `nsenter:PID` and `chroot:PATH`;
+/// e.g. `ssh:bastion/ssh:db1/sudo:postgres`. Targets on other machines or
+/// file systems need a static build (or `--same-libraries`). With no
+/// target, `local` is used.
+///
+/// Passwords: sudo, su and doas hops, and ssh hops whose server asks for
+/// one, are given the password from `--ask-password` (read from the
+/// terminal), `--password-file`, or the SPORE_PASSWORD environment
+/// variable, in that order; with none, a hop that needs one fails and says
+/// so.
 #[derive(Parser)]
 #[command(name = "spore", version)]
 struct Cli {
@@ -34,6 +40,14 @@ struct Cli {
     /// chroots anyway (otherwise only a static build goes there).
     #[arg(long, global = true)]
     same_libraries: bool,
+    /// Read a password from the terminal (without echo) before connecting,
+    /// for the hops that ask for one.
+    #[arg(short = 'k', long, global = true)]
+    ask_password: bool,
+    /// Read the password for the hops that ask for one from the first line
+    /// of this file (instead of SPORE_PASSWORD).
+    #[arg(long, global = true, value_name = "PATH")]
+    password_file: Option<std::path::PathBuf>,
     /// Give up on a context that has not answered after this many seconds.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 30.0)]
     connect_timeout: f64,
@@ -148,6 +162,7 @@ async fn connect_all(
     targets: &[String],
 ) -> anyhow::Result<(Vec<Context>, usize)> {
     let chains = target::parse(targets)?;
+    let password = password(cli)?;
     let mut contexts = Vec::new();
     let mut failed = 0;
     for chain in chains {
@@ -159,8 +174,15 @@ async fn connect_all(
                 for _ in 0..hop.count {
                     let mut connect = match &hop.method {
                         target::Method::Local => router.local().first_stage(cli.first_stage),
-                        target::Method::Sudo(None) => router.sudo(spore::Sudo::root()),
-                        target::Method::Sudo(Some(user)) => router.sudo(spore::Sudo::user(user)),
+                        target::Method::Sudo(user) => {
+                            let mut sudo = user
+                                .as_ref()
+                                .map_or_else(spore::Sudo::root, spore::Sudo::user);
+                            if let Some(p) = &password {
+                                sudo = sudo.password(p);
+                            }
+                            router.sudo(sudo)
+                        }
                         target::Method::Enter(place) => {
                             let enter = match place {
                                 target::Enter::Podman(c) => spore::Enter::podman(c),
@@ -170,8 +192,23 @@ async fn connect_all(
                             };
                             router.enter(enter.same_libraries(cli.same_libraries))
                         }
-                        target::Method::Su(None) => router.su(spore::Su::root()),
-                        target::Method::Su(Some(user)) => router.su(spore::Su::user(user)),
+                        target::Method::Su(user) => {
+                            let mut su =
+                                user.as_ref().map_or_else(spore::Su::root, spore::Su::user);
+                            if let Some(p) = &password {
+                                su = su.password(p);
+                            }
+                            router.su(su)
+                        }
+                        target::Method::Doas(user) => {
+                            let mut doas = user
+                                .as_ref()
+                                .map_or_else(spore::Doas::root, spore::Doas::user);
+                            if let Some(p) = &password {
+                                doas = doas.password(p);
+                            }
+                            router.doas(doas)
+                        }
                         target::Method::Ssh { user, host, port } => {
                             let mut ssh = spore::Ssh::host(host);
                             if let Some(user) = user {
@@ -179,6 +216,9 @@ async fn connect_all(
                             }
                             if let Some(port) = port {
                                 ssh = ssh.port(*port);
+                            }
+                            if let Some(p) = &password {
+                                ssh = ssh.password(p);
                             }
                             router.ssh(ssh.same_libraries(cli.same_libraries))
                         }
@@ -195,6 +235,12 @@ async fn connect_all(
                     Ok(Ok(ctx)) => next.push(Some(ctx)),
                     Ok(Err(e)) => {
                         eprintln!("spore: {e}");
+                        if needs_password(&e) {
+                            eprintln!(
+                                "spore: give a password with --ask-password, --password-file \
+                                 or SPORE_PASSWORD"
+                            );
+                        }
                         failed += 1;
                     }
                     Err(e) => {
@@ -209,6 +255,52 @@ async fn connect_all(
     }
     contexts.sort_by_key(|c| c.id());
     Ok((contexts, failed))
+}
+
+/// Whether a connect failed for want of a password, here or further down.
+fn needs_password(e: &spore::ConnectError) -> bool {
+    match e {
+        spore::ConnectError::PasswordRequired { .. } => true,
+        spore::ConnectError::Via { cause, .. } => needs_password(cause),
+        _ => false,
+    }
+}
+
+/// The password for hops that ask for one: from the terminal
+/// (`--ask-password`), a file, or SPORE_PASSWORD; `None` without any.
+fn password(cli: &Cli) -> anyhow::Result<Option<String>> {
+    if cli.ask_password {
+        return read_password_from_terminal("spore: password: ").map(Some);
+    }
+    if let Some(path) = &cli.password_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--password-file {}: {e}", path.display()))?;
+        return Ok(Some(text.lines().next().unwrap_or("").to_owned()));
+    }
+    Ok(std::env::var("SPORE_PASSWORD").ok())
+}
+
+/// Prompts on the terminal (`/dev/tty`, so it works with stdin redirected)
+/// and reads a line with echo off; echo comes back whatever happens.
+fn read_password_from_terminal(prompt: &str) -> anyhow::Result<String> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    use std::io::{BufRead, Write};
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|e| anyhow::anyhow!("--ask-password needs a terminal: /dev/tty: {e}"))?;
+    let saved = tcgetattr(&tty)?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    (&tty).write_all(prompt.as_bytes())?;
+    tcsetattr(&tty, OptionalActions::Flush, &quiet)?;
+    let mut line = String::new();
+    let read = std::io::BufReader::new(&tty).read_line(&mut line);
+    tcsetattr(&tty, OptionalActions::Flush, &saved)?;
+    (&tty).write_all(b"\n")?;
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 async fn ping(cli: &Cli, targets: &[String]) -> anyhow::Result<ExitCode> {

@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail};
 
 /// Methods this build implements.
-const METHODS: &str = "local, local:N, sudo, sudo:USER, su, su:USER, ssh:[USER@]HOST[:PORT], podman:CONTAINER, docker:CONTAINER, nsenter:PID, chroot:PATH, and chains of them (ssh:web1/sudo:postgres)";
+const METHODS: &str = "local, local:N, sudo, sudo:USER, su, su:USER, doas, doas:USER, ssh:[USER@]HOST[:PORT], podman:CONTAINER, docker:CONTAINER, nsenter:PID, chroot:PATH, and chains of them (ssh:web1/sudo:postgres)";
 
 /// How one hop starts its contexts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +15,8 @@ pub enum Method {
     /// `su` / `su:USER`: one context as USER (default root), without a
     /// password (as root, or where su asks for none).
     Su(Option<String>),
+    /// `doas` / `doas:USER`: one context as USER (default root).
+    Doas(Option<String>),
     /// `podman:C`, `docker:C`, `nsenter:PID`, `chroot:PATH`: one context
     /// inside a container, a process's namespaces or a chroot.
     Enter(Enter),
@@ -70,7 +72,7 @@ pub fn parse(targets: &[String]) -> anyhow::Result<Vec<Chain>> {
 
 /// The method names, as hops start.
 const METHOD_NAMES: &[&str] = &[
-    "local", "sudo", "su", "ssh", "podman", "docker", "nsenter", "chroot",
+    "local", "sudo", "su", "doas", "ssh", "podman", "docker", "nsenter", "chroot",
 ];
 
 fn parse_one(t: &str) -> anyhow::Result<Chain> {
@@ -130,6 +132,9 @@ fn parse_hop(t: &str, hop: &str) -> anyhow::Result<Hop> {
                 .map_err(|_| anyhow!("target {t:?}: nsenter:PID needs a process ID, got {p:?}"))?;
             one(Method::Enter(Enter::Nsenter(pid)))
         }
+        ("doas", None) => one(Method::Doas(None)),
+        ("doas", Some("")) => bail!("target {t:?}: doas:USER needs a user name"),
+        ("doas", Some(user)) => one(Method::Doas(Some(user.to_owned()))),
         ("su", None) => one(Method::Su(None)),
         ("su", Some("")) => bail!("target {t:?}: su:USER needs a user name"),
         ("su", Some(user)) => one(Method::Su(Some(user.to_owned()))),
@@ -217,6 +222,14 @@ mod tests {
         assert!(err(&["local/local:0"]).contains("at least one"));
         assert!(err(&["sudo:"]).contains("needs a user name"));
         assert!(err(&["su:"]).contains("needs a user name"));
+        assert!(err(&["doas:"]).contains("needs a user name"));
+        assert_eq!(
+            parse(&["doas/doas:bob".to_owned()]).unwrap()[0]
+                .iter()
+                .map(|h| h.method.clone())
+                .collect::<Vec<_>>(),
+            [Method::Doas(None), Method::Doas(Some("bob".to_owned()))]
+        );
         assert!(err(&["podman:"]).contains("podman needs an argument"));
         assert!(err(&["nsenter:x"]).contains("needs a process ID"));
         assert_eq!(

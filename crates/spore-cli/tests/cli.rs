@@ -182,3 +182,40 @@ fn ping_through_sudo_hops() {
         "{stderr}"
     );
 }
+
+#[test]
+fn passwords_come_from_the_environment_or_a_file_and_a_missing_one_is_named() {
+    if !testbed_ready("passwords_come_from_the_environment_or_a_file") {
+        return;
+    }
+    // spore-a may become root through doas only with its password.
+    let target = "sudo:spore-a/doas";
+    let out = spore(&["ping", target]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("doas needs a password") && stderr.contains("--ask-password"),
+        "{stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args(["ping", target])
+        .env("SPORE_PASSWORD", "spore-a-pw")
+        .output()
+        .unwrap();
+    assert_eq!(
+        pinged(&out),
+        ["sudo.spore-a.doas.root"],
+        "{}",
+        text(&out.stderr)
+    );
+    let file = std::env::temp_dir().join(format!("spore-cli-pw-{}", std::process::id()));
+    std::fs::write(&file, "spore-a-pw\n").unwrap();
+    let out = spore(&["ping", target, "--password-file", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(
+        pinged(&out),
+        ["sudo.spore-a.doas.root"],
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -364,3 +364,9 @@ pub fn net_namespace() -> Result<String, std::io::Error> {
         .display()
         .to_string())
 }
+
+/// Whether this context has a controlling terminal (`/dev/tty` opens).
+#[spore::remote]
+pub fn has_controlling_terminal() -> bool {
+    std::fs::File::open("/dev/tty").is_ok()
+}

@@ -405,3 +405,76 @@ async fn a_login_banner_is_skipped_and_a_login_prompt_times_out_quoting_it() {
     );
     router.shutdown().await;
 }
+
+/// The test bed's sshd on loopback with no usable key: password only.
+fn password_only(tb: &Testbed) -> Ssh {
+    Ssh::host(tb.get("SPORE_TB_SSH_HOST"))
+        .port(tb.get("SPORE_TB_SSH_PORT").parse().unwrap())
+        .user(tb.get("SPORE_TB_SSH_USER"))
+        .known_hosts(tb.get("SPORE_TB_SSH_KNOWN_HOSTS"))
+        .same_libraries(true)
+        .arg("-o")
+        .arg("IdentitiesOnly=yes")
+        .arg("-o")
+        .arg("IdentityFile=/dev/null")
+        .arg("-o")
+        .arg("IdentityAgent=none")
+}
+
+#[tokio::test]
+async fn passwords_and_key_passphrases_go_to_ssh_through_a_terminal_of_its_own() {
+    let Some(tb) = Testbed::require("passwords_and_key_passphrases") else {
+        return;
+    };
+    let fx = fixture();
+    let router = fx.router();
+    let user = tb.get("SPORE_TB_SSH_USER");
+    let ctx = router
+        .ssh(password_only(&tb).password(tb.get("SPORE_TB_SSH_PASSWORD")))
+        .await
+        .unwrap();
+    assert_eq!(ctx.call(my_uid, ()).await.unwrap(), uid_of(user));
+    // The context runs with no terminal: ssh's was spore's own.
+    assert!(!ctx.call(has_controlling_terminal, ()).await.unwrap());
+    let err = router
+        .ssh(password_only(&tb).password("wrong"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::PasswordIncorrect { method, .. } if method == "ssh"),
+        "{err}"
+    );
+    // An encrypted key, with its passphrase.
+    let keyed = |ssh: Ssh| {
+        ssh.identity_file(tb.get("SPORE_TB_SSH_KEY_ENCRYPTED"))
+            .arg("-o")
+            .arg("IdentitiesOnly=yes")
+            .arg("-o")
+            .arg("IdentityAgent=none")
+    };
+    let encrypted_key_only = || {
+        Ssh::host(tb.get("SPORE_TB_SSH_HOST"))
+            .port(tb.get("SPORE_TB_SSH_PORT").parse().unwrap())
+            .user(tb.get("SPORE_TB_SSH_USER"))
+            .known_hosts(tb.get("SPORE_TB_SSH_KNOWN_HOSTS"))
+            .same_libraries(true)
+    };
+    let ctx = router
+        .ssh(keyed(encrypted_key_only()).passphrase(tb.get("SPORE_TB_SSH_KEY_PASSPHRASE")))
+        .await
+        .unwrap();
+    assert_eq!(ctx.call(add, (2, 3)).await.unwrap(), 5);
+    // A wrong passphrase leaves the password, which was not given.
+    let err = router
+        .ssh(keyed(encrypted_key_only()).passphrase("wrong"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ConnectError::PasswordRequired { .. } | ConnectError::PasswordIncorrect { .. }
+        ),
+        "{err}"
+    );
+    router.shutdown().await;
+}

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use spore::{ConnectError, Su, Sudo};
+use spore::{ConnectError, Doas, Su, Sudo};
 use spore_test_support::funcs::*;
 use spore_test_support::{Fixture, Testbed, uid_of, wait_gone};
 
@@ -173,5 +173,50 @@ async fn su_answers_its_translated_prompt_and_tells_missing_and_wrong_passwords(
             .any(|(_, _, l)| l.contains("Password:")),
         "su's prompt leaked into the output"
     );
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn doas_runs_nopass_rules_at_once_and_asks_for_a_password_on_a_terminal_of_its_own() {
+    let Some(tb) = Testbed::require("doas_runs_nopass_rules") else {
+        return;
+    };
+    let (user_a, user_b) = (tb.get("SPORE_TB_USER_A"), tb.get("SPORE_TB_USER_B"));
+    let fx = fixture();
+    let router = fx.router();
+    // The test bed's doas rules are spore-a's: start from a context as spore-a.
+    let a = router.sudo(Sudo::user(user_a)).await.unwrap();
+    let b = router.doas(Doas::user(user_b)).via(&a).await.unwrap();
+    assert_eq!(b.name(), format!("sudo.{user_a}.doas.{user_b}"));
+    assert_eq!(b.call(my_uid, ()).await.unwrap(), uid_of(user_b));
+    // Root needs spore-a's password: none given fails at once.
+    let started = std::time::Instant::now();
+    let err = router.doas(Doas::root()).via(&a).await.unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::Via { cause, .. }
+            if matches!(**cause, ConnectError::PasswordRequired { ref method, .. } if method == "doas")),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "no wait for a timeout"
+    );
+    let err = router
+        .doas(Doas::root().password("wrong"))
+        .via(&a)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::Via { cause, .. }
+            if matches!(**cause, ConnectError::PasswordIncorrect { .. })),
+        "{err}"
+    );
+    let root = router
+        .doas(Doas::root().password(tb.get("SPORE_TB_USER_A_PASSWORD")))
+        .via(&a)
+        .await
+        .unwrap();
+    assert_eq!(root.call(my_uid, ()).await.unwrap(), 0);
+    assert_eq!(root.call(add, (4, 5)).await.unwrap(), 9);
     router.shutdown().await;
 }

@@ -47,7 +47,9 @@ mod router;
 mod stream;
 mod sys;
 
-pub use bootstrap::{Connect, Enter, FIRST_STAGE, HostKeyPolicy, Ssh, SshFailure, Su, Sudo};
+pub use bootstrap::{
+    Connect, Doas, Enter, FIRST_STAGE, HostKeyPolicy, STAGE0, Ssh, SshFailure, Su, Sudo,
+};
 pub use call::{CallError, RemoteFunction, RemoteResult, registered_functions};
 pub use call_chain::CallChain;
 pub use channel::{Receiver, RecvError, Select, SelectCloser, SendError, Sender};

@@ -103,6 +103,11 @@ pub(crate) struct ChildEntry {
     /// `Some(detail)` once the context is lost.
     pub(crate) lost: watch::Sender<Option<String>>,
     pub(crate) bytes_written: Arc<AtomicU64>,
+    /// The controller of the terminal the method was given to prompt on
+    /// (ssh, doas with a secret). Held open while the entry lives: closing
+    /// it would hang up the terminal and send the context SIGHUP.
+    #[expect(dead_code, reason = "held open for its lifetime, never read")]
+    pub(crate) terminal: Option<std::os::fd::OwnedFd>,
 }
 
 impl ChildEntry {
@@ -117,6 +122,7 @@ impl ChildEntry {
             stderr_tail: Arc::default(),
             lost: watch::channel(None).0,
             bytes_written: Arc::default(),
+            terminal: None,
         }
     }
 }
@@ -1818,6 +1824,13 @@ impl Router {
     /// stage.
     pub fn su(&self, su: crate::Su) -> crate::Connect<'_> {
         crate::Connect::new(self, crate::bootstrap::Method::Su(su))
+    }
+
+    /// Prepares a context started through `doas` as another user, on the
+    /// machine of the context that starts it. It goes through the first
+    /// stage.
+    pub fn doas(&self, doas: crate::Doas) -> crate::Connect<'_> {
+        crate::Connect::new(self, crate::bootstrap::Method::Doas(doas))
     }
 
     /// Prepares a context inside a container (podman, docker), another

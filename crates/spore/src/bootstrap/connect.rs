@@ -19,7 +19,7 @@ use spore_proto::{Frame, Header, handles};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
-use super::method::{PASSWORD_PROMPT, Prompt, looks_like_password_prompt};
+use super::method::{PASSWORD_PROMPT, Prompt, SecretKind, prompt_kind};
 use super::{FIRST_STAGE, Image, Method, ShellLaunch};
 use crate::error::ConnectError;
 use crate::router::{ChildEntry, Context, Inner, OutputStream};
@@ -340,6 +340,19 @@ pub(crate) async fn connect_local(
     let (mut cmd, program) = opts
         .method
         .command(&image, shell.as_ref(), &proc_name, timeout);
+    // A method that reads secrets only from a terminal gets one of its own,
+    // in a session of its own; spore holds the other end.
+    // While it connects, spore holds the terminal end open too: with none
+    // open (between the exec and the method opening /dev/tty to prompt),
+    // reading the controller fails with EIO.
+    let (terminal, terminal_open) = if opts.method.prompt() == Some(Prompt::Terminal) {
+        let (controller, terminal) = crate::sys::open_pty().map_err(|e| setup_error(&name, e))?;
+        let held = terminal.try_clone().map_err(|e| setup_error(&name, e))?;
+        crate::sys::set_controlling_terminal(&mut cmd, terminal);
+        (Some(controller), Some(held))
+    } else {
+        (None, None)
+    };
     // The stream is a socket pair, not two pipes: a pipe copies in and out
     // under one lock, a socket lets both sides copy at once (about 3x the
     // throughput for large messages here). The child gets its end as stdin
@@ -385,9 +398,9 @@ pub(crate) async fn connect_local(
     };
 
     let tail: Tail = Arc::new(Mutex::new(VecDeque::new()));
-    // A method that may ask for a password gets its prompt answered on
-    // the stream, once; a prompt without a password, or a second one, ends
-    // the connect at once.
+    // A method that may ask for a secret gets each prompt answered once,
+    // on the stream or on its terminal; a prompt for a secret it was not
+    // given, or the same one twice, ends the connect at once.
     let (prompts, prompt_rx) = match opts.method.prompt() {
         Some(kind) => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -395,12 +408,22 @@ pub(crate) async fn connect_local(
         }
         None => (None, None),
     };
-    let password = match opts.method.password() {
-        Some(p) => Some((
-            p.to_owned(),
-            stdin.try_clone().map_err(|e| setup_error(&name, e))?,
-        )),
+    let terminal_held = match &terminal {
+        Some(controller) => Some(controller.try_clone().map_err(|e| setup_error(&name, e))?),
         None => None,
+    };
+    let answer_fd = match &terminal {
+        Some(controller) => controller.try_clone(),
+        None => stdin.try_clone(),
+    }
+    .map_err(|e| setup_error(&name, e))?;
+    let secrets: Vec<(SecretKind, String)> = [SecretKind::Password, SecretKind::Passphrase]
+        .into_iter()
+        .filter_map(|k| opts.method.secret(k).map(|s| (k, s.to_owned())))
+        .collect();
+    let (stderr_prompts, terminal_prompts) = match prompts {
+        Some((Prompt::Terminal, tx)) => (None, Some(tx)),
+        other => (other, None),
     };
     let stderr_done = spawn_stderr_reader(
         inner.clone(),
@@ -408,35 +431,49 @@ pub(crate) async fn connect_local(
         name.clone(),
         stderr,
         tail.clone(),
-        prompts,
+        stderr_prompts,
     );
+    // The terminal stays open as long as the process runs: closing it
+    // would hang it up.
+    let terminal_done = match terminal {
+        Some(controller) => Some(spawn_stderr_reader(
+            inner.clone(),
+            id,
+            name.clone(),
+            stream::async_reader(controller).map_err(|e| setup_error(&name, e))?,
+            tail.clone(),
+            terminal_prompts.map(|tx| (Prompt::Terminal, tx)),
+        )),
+        None => None,
+    };
     let (prompt_context, method) = (name.clone(), opts.method.label());
     let answer_prompts = async move {
         let Some(mut rx) = prompt_rx else {
             return std::future::pending().await;
         };
-        if rx.recv().await.is_none() {
-            return std::future::pending().await;
-        }
-        let Some((password, fd)) = password else {
-            return ConnectError::PasswordRequired {
-                context: prompt_context,
-                method: method.into(),
-                last_lines: Vec::new(),
+        let mut answered = Vec::new();
+        while let Some(kind) = rx.recv().await {
+            // Asked again: the secret was wrong.
+            if answered.contains(&kind) {
+                return ConnectError::PasswordIncorrect {
+                    context: prompt_context,
+                    method: method.into(),
+                    last_lines: Vec::new(),
+                };
+            }
+            let Some((_, secret)) = secrets.iter().find(|(k, _)| *k == kind) else {
+                return ConnectError::PasswordRequired {
+                    context: prompt_context,
+                    method: method.into(),
+                    last_lines: Vec::new(),
+                };
             };
-        };
-        if let Err(e) = write_all(&fd, format!("{password}\n").as_bytes()).await {
-            tracing::debug!("writing the password failed: {e}");
+            if let Err(e) = write_all(&answer_fd, format!("{secret}\n").as_bytes()).await {
+                tracing::debug!("writing the {kind:?} failed: {e}");
+            }
+            answered.push(kind);
         }
-        // Asked again: the password was wrong.
-        if rx.recv().await.is_none() {
-            return std::future::pending().await;
-        }
-        ConnectError::PasswordIncorrect {
-            context: prompt_context,
-            method: method.into(),
-            last_lines: Vec::new(),
-        }
+        std::future::pending().await
     };
 
     let stage = Arc::new(Mutex::new("start"));
@@ -474,13 +511,23 @@ pub(crate) async fn connect_local(
         () = inner.shutdown_started() => Err(aborted()),
         e = answer_prompts => Err(e),
     };
+    // The terminal was for prompts: no one reads it any more.
+    drop(terminal_open);
     let writer = match result {
-        Ok(writer) => writer,
+        Ok(writer) => {
+            if let Some(reader) = &terminal_done {
+                reader.abort();
+            }
+            writer
+        }
         Err(mut e) => {
             // Kill and reap, then collect what it printed on stderr, and an
             // unfinished line on stdout (a prompt that waits for an answer).
             let _ = tokio::task::spawn_blocking(move || super::reap(process, Duration::ZERO)).await;
             let _ = tokio::time::timeout(Duration::from_millis(500), stderr_done).await;
+            if let Some(done) = terminal_done {
+                let _ = tokio::time::timeout(Duration::from_millis(500), done).await;
+            }
             if !rbuf.is_empty() {
                 let unfinished = String::from_utf8_lossy(&rbuf[..rbuf.len().min(MAX_LINE)]);
                 push_tail(&tail, unfinished.trim_end().to_owned());
@@ -529,6 +576,7 @@ pub(crate) async fn connect_local(
                 stderr_tail: tail,
                 lost: lost_tx,
                 bytes_written,
+                terminal: terminal_held,
             },
         );
     }
@@ -859,7 +907,7 @@ fn spawn_stderr_reader(
     name: String,
     fd: AsyncFd<OwnedFd>,
     tail: Tail,
-    mut prompts: Option<(Prompt, tokio::sync::mpsc::UnboundedSender<()>)>,
+    mut prompts: Option<(Prompt, tokio::sync::mpsc::UnboundedSender<SecretKind>)>,
 ) -> tokio::task::JoinHandle<()> {
     inner.rt.clone().spawn(async move {
         let emit = |line: &[u8], keep: bool| {
@@ -884,15 +932,15 @@ fn spawn_stderr_reader(
                         let rest = buf.split_off(pos + prompt.len());
                         buf.truncate(pos);
                         buf.unsplit(rest);
-                        let _ = tx.send(());
+                        let _ = tx.send(SecretKind::Password);
                     }
                 }
-                Some((Prompt::Translated, tx)) => {
+                Some((Prompt::Translated | Prompt::Terminal, tx)) => {
                     // The method's own prompt: the unfinished last line.
                     let start = buf.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-                    if looks_like_password_prompt(&String::from_utf8_lossy(&buf[start..])) {
+                    if let Some(kind) = prompt_kind(&String::from_utf8_lossy(&buf[start..])) {
                         buf.truncate(start);
-                        let _ = tx.send(());
+                        let _ = tx.send(kind);
                     }
                 }
                 None => {}

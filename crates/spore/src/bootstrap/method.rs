@@ -25,6 +25,8 @@ pub(crate) enum Method {
     Su(Su),
     /// A process in a container, a namespace or a chroot of this machine.
     Enter(Enter),
+    /// A child process run by `doas` as another user.
+    Doas(Doas),
 }
 
 /// Where [`Enter`] goes.
@@ -251,13 +253,40 @@ impl Su {
     }
 }
 
-/// How a method's password prompt is recognised on its stderr.
+/// How a method's password prompt is recognised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Prompt {
-    /// Our own prompt, given to the method ([`PASSWORD_PROMPT`]).
+    /// Our own prompt, given to the method ([`PASSWORD_PROMPT`]), on stderr.
     Ours,
-    /// The method's own, translated: the unfinished last line.
+    /// The method's own, translated: the unfinished last line of stderr.
     Translated,
+    /// The method's own, on a terminal of its own that spore gives it (a
+    /// pty, only when a secret is given): the unfinished last line there.
+    Terminal,
+}
+
+/// Which secret a prompt asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SecretKind {
+    /// A login or account password.
+    Password,
+    /// The passphrase of a private key.
+    Passphrase,
+}
+
+/// What a prompt (the unfinished last line a method printed) asks for, if
+/// it is a prompt for a secret at all.
+pub(crate) fn prompt_kind(line: &str) -> Option<SecretKind> {
+    let lower = line.trim_end().to_lowercase();
+    if !(lower.ends_with(':') || lower.ends_with('：')) {
+        None
+    } else if lower.contains("passphrase") {
+        Some(SecretKind::Passphrase)
+    } else if looks_like_password_prompt(line) {
+        Some(SecretKind::Password)
+    } else {
+        None
+    }
 }
 
 /// Words for "password" in the prompts of common locales, lowercased.
@@ -368,6 +397,8 @@ pub struct Ssh {
     keepalive: Option<(u32, u32)>,
     same_libraries: bool,
     extra_args: Vec<String>,
+    password: Option<Secret>,
+    passphrase: Option<Secret>,
 }
 
 impl Ssh {
@@ -440,6 +471,75 @@ impl Ssh {
         self.extra_args.push(arg.into());
         self
     }
+
+    /// The login password, for a server that asks for one (password or
+    /// keyboard-interactive authentication). ssh then runs with a terminal
+    /// of its own (a pty spore holds) instead of in batch mode, and gets
+    /// one try: a wrong password fails with
+    /// [`ConnectError::PasswordIncorrect`]. It travels to the context that
+    /// runs ssh and is never logged.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(Secret(password.into()));
+        self
+    }
+
+    /// The passphrase of the private key ([`Ssh::identity_file`]), given
+    /// to ssh's prompt on a terminal of its own, as for [`Ssh::password`].
+    pub fn passphrase(mut self, passphrase: impl Into<String>) -> Self {
+        self.passphrase = Some(Secret(passphrase.into()));
+        self
+    }
+
+    fn has_secrets(&self) -> bool {
+        self.password.is_some() || self.passphrase.is_some()
+    }
+}
+
+/// Options of a context started through `doas` as another user, on the
+/// machine of the context that starts it.
+///
+/// Without a password doas runs non-interactively (`doas -n`): a rule
+/// without `nopass` fails at once with [`ConnectError::PasswordRequired`].
+/// doas reads a password only from a terminal: with [`Doas::password`] it
+/// gets one of its own (a pty spore holds), and a wrong password fails with
+/// [`ConnectError::PasswordIncorrect`].
+///
+/// ```no_run
+/// # async fn demo(router: &spore::Router) -> Result<(), spore::ConnectError> {
+/// let as_www = router.doas(spore::Doas::user("www")).await?;
+/// let as_root = router.doas(spore::Doas::root().password("secret")).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Doas {
+    user: Option<String>,
+    password: Option<Secret>,
+}
+
+impl Doas {
+    /// Run as `user`.
+    pub fn user(user: impl Into<String>) -> Self {
+        Self {
+            user: Some(user.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Run as root (doas's default user).
+    pub fn root() -> Self {
+        Self::default()
+    }
+
+    /// The password to give doas if it asks (the invoking user's). It
+    /// travels to the context that runs doas and is never logged.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(Secret(password.into()));
+        self
+    }
+
+    fn target_user(&self) -> &str {
+        self.user.as_deref().unwrap_or("root")
+    }
 }
 
 /// Options of a context started through `sudo` as another user, on the
@@ -511,13 +611,17 @@ impl Sudo {
 pub(crate) const PASSWORD_PROMPT: &str = "[spore: password for sudo]";
 
 impl Method {
-    /// The password to answer [`PASSWORD_PROMPT`] with, if the method has one.
-    pub(crate) fn password(&self) -> Option<&str> {
-        match self {
-            Method::Sudo(s) => s.password.as_ref().map(|p| p.0.as_str()),
-            Method::Su(s) => s.password.as_ref().map(|p| p.0.as_str()),
-            _ => None,
-        }
+    /// The secret to answer a prompt for `kind` with, if the method has one.
+    pub(crate) fn secret(&self, kind: SecretKind) -> Option<&str> {
+        let secret = match (self, kind) {
+            (Method::Sudo(s), SecretKind::Password) => &s.password,
+            (Method::Su(s), SecretKind::Password) => &s.password,
+            (Method::Doas(d), SecretKind::Password) => &d.password,
+            (Method::Ssh(s), SecretKind::Password) => &s.password,
+            (Method::Ssh(s), SecretKind::Passphrase) => &s.passphrase,
+            _ => &None,
+        };
+        secret.as_ref().map(|p| p.0.as_str())
     }
 
     /// How the method's password prompt looks, if it may ask for one.
@@ -525,6 +629,8 @@ impl Method {
         match self {
             Method::Sudo(s) if s.password.is_some() => Some(Prompt::Ours),
             Method::Su(_) => Some(Prompt::Translated),
+            Method::Doas(d) if d.password.is_some() => Some(Prompt::Terminal),
+            Method::Ssh(s) if s.has_secrets() => Some(Prompt::Terminal),
             _ => None,
         }
     }
@@ -536,6 +642,7 @@ impl Method {
             Method::Sudo(_) => "sudo",
             Method::Ssh(_) => "ssh",
             Method::Su(_) => "su",
+            Method::Doas(_) => "doas",
             Method::Enter(e) => e.command().1,
         }
     }
@@ -544,7 +651,7 @@ impl Method {
     /// dynamically linked image can run there.
     pub(crate) fn same_machine(&self) -> bool {
         match self {
-            Method::Local | Method::Sudo(_) | Method::Su(_) => true,
+            Method::Local | Method::Sudo(_) | Method::Su(_) | Method::Doas(_) => true,
             Method::Enter(e) => e.same_libraries,
             Method::Ssh(s) => s.same_libraries,
         }
@@ -569,6 +676,7 @@ impl Method {
             Method::Sudo(s) => format!("sudo.{}", s.target_user()),
             Method::Ssh(s) => format!("ssh.{}:{}", s.host, s.port.unwrap_or(22)),
             Method::Su(s) => format!("su.{}", s.target_user()),
+            Method::Doas(d) => format!("doas.{}", d.target_user()),
             Method::Enter(e) => e.name_part(),
         }
     }
@@ -630,6 +738,18 @@ impl Method {
                     .args(&shell.args);
                 (c, "su".to_owned())
             }
+            Method::Doas(d) => {
+                let mut c = Command::new("doas");
+                if d.password.is_none() {
+                    c.arg("-n");
+                }
+                c.arg("-u")
+                    .arg(d.target_user())
+                    .arg("--")
+                    .arg("/bin/sh")
+                    .args(shell.argv());
+                (c, "doas".to_owned())
+            }
         }
     }
 
@@ -639,7 +759,8 @@ impl Method {
     pub(crate) fn diagnose(&self, context: &str, last_lines: &[String]) -> Option<ConnectError> {
         let s = match self {
             Method::Local | Method::Enter(_) => return None,
-            Method::Ssh(_) => return ssh_diagnose(context, last_lines),
+            Method::Ssh(s) => return ssh_diagnose(s, context, last_lines),
+            Method::Doas(_) => return doas_diagnose(context, last_lines),
             Method::Su(s) => return su_diagnose(s, context, last_lines),
             Method::Sudo(s) => s,
         };
@@ -676,7 +797,14 @@ impl Ssh {
         let mut opt = |o: String| {
             c.arg("-o").arg(o);
         };
-        opt("BatchMode=yes".to_owned());
+        if self.has_secrets() {
+            // Prompts go to the terminal spore gives ssh; one try, so that
+            // a wrong secret ends in "Permission denied" at once.
+            opt("BatchMode=no".to_owned());
+            opt("NumberOfPasswordPrompts=1".to_owned());
+        } else {
+            opt("BatchMode=yes".to_owned());
+        }
         // Shorter than the connect's own timeout, so that ssh's diagnostic
         // ("Connection timed out") comes first and the error says why.
         opt(format!(
@@ -720,6 +848,35 @@ impl Ssh {
     }
 }
 
+/// doas's own words, turned into a typed error.
+fn doas_diagnose(context: &str, last_lines: &[String]) -> Option<ConnectError> {
+    let said = |needle: &str| last_lines.iter().any(|l| l.contains(needle));
+    let lines = last_lines.to_vec();
+    let (context, method) = (context.to_owned(), "doas".into());
+    if said("Authentication required") || said("Authorization required") {
+        Some(ConnectError::PasswordRequired {
+            context,
+            method,
+            last_lines: lines,
+        })
+    } else if said("Authentication failed") {
+        Some(ConnectError::PasswordIncorrect {
+            context,
+            method,
+            last_lines: lines,
+        })
+    } else if said("Operation not permitted") || said("unknown user") {
+        Some(ConnectError::Refused {
+            context,
+            method,
+            reason: "no doas rule allows it".to_owned(),
+            last_lines: lines,
+        })
+    } else {
+        None
+    }
+}
+
 /// su's own words, turned into a typed error.
 fn su_diagnose(su: &Su, context: &str, last_lines: &[String]) -> Option<ConnectError> {
     let said = |needle: &str| last_lines.iter().any(|l| l.contains(needle));
@@ -748,7 +905,7 @@ pub(super) fn shell_quote(s: &str) -> String {
 }
 
 /// ssh's own words, turned into a typed error.
-fn ssh_diagnose(context: &str, last_lines: &[String]) -> Option<ConnectError> {
+fn ssh_diagnose(ssh: &Ssh, context: &str, last_lines: &[String]) -> Option<ConnectError> {
     let said = |needle: &str| last_lines.iter().any(|l| l.contains(needle));
     let failure = if said("REMOTE HOST IDENTIFICATION HAS CHANGED") {
         SshFailure::HostKeyChanged
@@ -757,7 +914,15 @@ fn ssh_diagnose(context: &str, last_lines: &[String]) -> Option<ConnectError> {
         || said("host key is known")
     {
         SshFailure::HostKeyUnknown
-    } else if said("Permission denied (") {
+    } else if said("Permission denied") {
+        // ssh had one try with the secret given: it was wrong.
+        if ssh.has_secrets() {
+            return Some(ConnectError::PasswordIncorrect {
+                context: context.to_owned(),
+                method: "ssh".into(),
+                last_lines: last_lines.to_vec(),
+            });
+        }
         // Batch mode never answers a prompt: if the server would take a
         // password, the missing password is the problem.
         if said("password") || said("keyboard-interactive") {
@@ -808,7 +973,8 @@ mod tests {
 
     #[test]
     fn ssh_diagnostics_become_typed_errors() {
-        let kind = |line: &str| match ssh_diagnose("ssh.h:22", &[line.to_owned()]) {
+        let kind = |line: &str| match ssh_diagnose(&Ssh::host("h"), "ssh.h:22", &[line.to_owned()])
+        {
             Some(ConnectError::Ssh { failure, .. }) => Some(failure),
             Some(ConnectError::PasswordRequired { .. }) => None,
             other => panic!("{line:?} gave {other:?}"),
@@ -854,7 +1020,9 @@ mod tests {
             kind("Permission denied (publickey,keyboard-interactive)."),
             None
         );
-        assert!(ssh_diagnose("ssh.h:22", &["something else".to_owned()]).is_none());
+        assert!(
+            ssh_diagnose(&Ssh::host("h"), "ssh.h:22", &["something else".to_owned()]).is_none()
+        );
     }
 }
 
@@ -884,5 +1052,61 @@ mod prompt_tests {
         ] {
             assert!(!prompt(p), "{p:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod secret_prompt_tests {
+    use super::*;
+
+    #[test]
+    fn prompts_say_which_secret_they_want_and_answered_lines_are_no_prompts() {
+        for (line, kind) in [
+            (
+                "Enter passphrase for key '/k/id_ed25519': ",
+                SecretKind::Passphrase,
+            ),
+            ("spore-a@127.0.0.1's password: ", SecretKind::Password),
+            ("(spore-a@127.0.0.1) Password: ", SecretKind::Password),
+            ("doas (spore-a@box) password: ", SecretKind::Password),
+        ] {
+            assert_eq!(prompt_kind(line), Some(kind), "{line:?}");
+        }
+        for line in [
+            "password: ****",
+            "Password: secret",
+            "Passphrase accepted",
+            "",
+        ] {
+            assert_eq!(prompt_kind(line), None, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_secret_and_doas_words_become_typed_errors() {
+        let with_password = Ssh::host("h").password("pw");
+        for said in [
+            "Permission denied, please try again.",
+            "spore-a@h: Permission denied (publickey,password).",
+        ] {
+            assert!(matches!(
+                ssh_diagnose(&with_password, "c", &[said.to_owned()]),
+                Some(ConnectError::PasswordIncorrect { .. })
+            ));
+        }
+        let doas = |said: &str| doas_diagnose("c", &[said.to_owned()]);
+        assert!(matches!(
+            doas("doas: Authentication required"),
+            Some(ConnectError::PasswordRequired { .. })
+        ));
+        assert!(matches!(
+            doas("doas: Authentication failed"),
+            Some(ConnectError::PasswordIncorrect { .. })
+        ));
+        assert!(matches!(
+            doas("doas: Operation not permitted"),
+            Some(ConnectError::Refused { .. })
+        ));
+        assert!(doas("hello").is_none());
     }
 }

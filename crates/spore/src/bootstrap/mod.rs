@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 pub use connect::Connect;
 pub(crate) use image::Image;
 pub(crate) use method::Method;
-pub use method::{Enter, HostKeyPolicy, Ssh, SshFailure, Su, Sudo};
+pub use method::{Doas, Enter, HostKeyPolicy, Ssh, SshFailure, Su, Sudo};
 
 /// The first stage: a POSIX shell program run as `sh -c FIRST_STAGE NAME
 /// [HASH CACHE]`. See docs/PROTOCOL.md for what it does, byte by byte.

@@ -162,3 +162,37 @@ fn overwrite_argv(name: &str) -> io::Result<()> {
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), start as *mut u8, len) };
     Ok(())
 }
+
+/// A new pseudo-terminal: the controller (spore's end) and the terminal
+/// (the end a child gets as its controlling terminal), both close-on-exec.
+pub(crate) fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let controller = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&controller)?;
+    unlockpt(&controller)?;
+    let path = ptsname(&controller, Vec::new())?;
+    let terminal = rustix::fs::open(
+        path.as_c_str(),
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    Ok((controller, terminal))
+}
+
+/// Makes `terminal` the controlling terminal of the process `cmd` starts,
+/// in a new session: what it opens as `/dev/tty` (to prompt for a secret)
+/// is then spore's pty, while its stdin and stdout stay the stream. The fd
+/// itself is close-on-exec; the session keeps the terminal.
+pub(crate) fn set_controlling_terminal(cmd: &mut std::process::Command, terminal: OwnedFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the child between fork and exec. It makes
+    // two system calls (setsid, ioctl TIOCSCTTY), both async-signal-safe,
+    // and neither allocates nor takes a lock; `terminal` is only borrowed.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::setsid()?;
+            rustix::process::ioctl_tiocsctty(&terminal)?;
+            Ok(())
+        });
+    }
+}
