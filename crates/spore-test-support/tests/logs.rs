@@ -138,13 +138,16 @@ fn forged_privileged_messages_are_refused_and_logged_where_they_arrive() {
     use spore_proto::{Frame, Header, handles};
 
     let cap = capture();
+    // Another program of this build, registered for this very platform,
+    // stands in for another platform's image.
+    let platform = spore::this_platform();
     let other = env!("CARGO_BIN_EXE_spore-fixture-tokio");
     let fx = Fixture::new(env!("CARGO_BIN_EXE_spore-fixture"));
-    let router = fx.builder().image_for("test-other", other).build().unwrap();
+    let router = fx.builder().image_for(&platform, other).build().unwrap();
     let a = router.local().connect_blocking().unwrap();
     let b = router.local().via(&a).connect_blocking().unwrap();
     let fake = postcard::to_stdvec(&ImageReply {
-        platform: "test-other".into(),
+        platform: platform.clone(),
         image: Ok(serde_bytes::ByteBuf::from(b"not an image".to_vec())),
     })
     .unwrap();
@@ -191,7 +194,7 @@ fn forged_privileged_messages_are_refused_and_logged_where_they_arrive() {
     assert_eq!(a.call_blocking(add, (1, 1)).unwrap(), 2);
     let c = router
         .local()
-        .image_platform("test-other")
+        .image_platform(&platform)
         .via(&a)
         .connect_blocking()
         .unwrap();
