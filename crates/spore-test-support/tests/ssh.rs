@@ -478,3 +478,51 @@ async fn passwords_and_key_passphrases_go_to_ssh_through_a_terminal_of_its_own()
     );
     router.shutdown().await;
 }
+
+#[tokio::test]
+async fn controlmaster_connections_are_shared_as_for_plain_ssh() {
+    let Some(tb) = Testbed::require("controlmaster_connections_are_shared") else {
+        return;
+    };
+    let socket = std::env::temp_dir().join(format!("spore-cm-{}", std::process::id()));
+    let control = |ssh: Ssh| {
+        ssh.arg("-o")
+            .arg("ControlMaster=auto")
+            .arg("-o")
+            .arg(format!("ControlPath={}", socket.display()))
+            .arg("-o")
+            .arg("ControlPersist=60")
+    };
+    /// Stops the master ssh left running by ControlPersist, whatever happens.
+    struct StopMaster<'a>(&'a std::path::Path, Vec<String>);
+    impl Drop for StopMaster<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ssh")
+                .args(&self.1)
+                .arg("-o")
+                .arg(format!("ControlPath={}", self.0.display()))
+                .args(["-O", "exit", "spore-cm"])
+                .output();
+        }
+    }
+    let _stop = StopMaster(&socket, Vec::new());
+    let fx = fixture();
+    let router = fx.router();
+    let first = router.ssh(control(to_loopback(&tb))).await.unwrap();
+    assert_eq!(first.call(add, (1, 1)).await.unwrap(), 2);
+    // The master is up, and a second context rides on it.
+    let check = std::process::Command::new("ssh")
+        .arg("-o")
+        .arg(format!("ControlPath={}", socket.display()))
+        .args(["-O", "check", "spore-cm"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let second = router.ssh(control(to_loopback(&tb))).await.unwrap();
+    assert_eq!(second.call(add, (2, 2)).await.unwrap(), 4);
+    router.shutdown().await;
+}
