@@ -126,12 +126,21 @@ doas_nopass() { prints "$SPORE_TB_USER_B" as_a doas -n -u "$SPORE_TB_USER_B" id 
 doas_root_needs_pw() { fails_with "Authentication" as_a doas -n -u root true; }
 doas_root_pty() { pty_password "$SPORE_TB_USER_A_PASSWORD" "uid=0(root)" runuser -u "$SPORE_TB_USER_A" -- doas -u root id; }
 
-hostctl() { "$SPORE_TB_HOSTCTL" "$@" >/dev/null; }
-cut_h1_times_out() {
+# The hostctl.sh beside this script, not necessarily the env file's (that of
+# the tree setup.sh last ran from): the checks test this tree's actions.
+HOSTCTL="$TB_SRC/hostctl.sh"
+hostctl() { "$HOSTCTL" "$@" >/dev/null; }
+hostctl_status() { # HOST WANT
+  local s
+  s=$("$HOSTCTL" status "$1") || return
+  [ "$s" = "$2" ] || { echo "status is $s, not $2"; return 1; }
+}
+# KIND (cut or down) h1, twice (idempotent): ssh to it times out.
+h1_off_times_out() {
   local t0 ms
-  hostctl cut spore-h1 || return
-  hostctl cut spore-h1 || return # twice: idempotent
-  [ "$("$SPORE_TB_HOSTCTL" status spore-h1)" = cut ] || { echo "status is not cut"; return 1; }
+  hostctl "$1" spore-h1 || return
+  hostctl "$1" spore-h1 || return # twice: idempotent
+  hostctl_status spore-h1 "$1" || return
   t0=$(date +%s%N)
   fails_with "timed out" ssh "${SSH_OPTS[@]}" "$A@$SPORE_TB_H1_ADDR" true || return
   ms=$(ms_since "$t0")
@@ -140,11 +149,18 @@ cut_h1_times_out() {
     return 1
   fi
 }
-restore_h1() {
-  hostctl restore spore-h1 || return
-  hostctl restore spore-h1 || return
-  [ "$("$SPORE_TB_HOSTCTL" status spore-h1)" = up ] || { echo "status is not up"; return 1; }
+restore_h1() { # ACTION (restore, or up after down)
+  hostctl "$1" spore-h1 || return
+  hostctl "$1" spore-h1 || return
+  hostctl_status spore-h1 up || return
   ssh_host "$SPORE_TB_H1_ADDR"
+}
+# Both kinds at once, then restore undoes both.
+restore_undoes_both() {
+  hostctl cut spore-h1 || return
+  hostctl down spore-h1 || return
+  hostctl_status spore-h1 cut,down || return
+  restore_h1 restore
 }
 
 box_exec() { prints hi podman exec -i "$SPORE_TB_CONTAINER" /bin/sh -c 'echo hi'; }
@@ -189,7 +205,7 @@ fi
 t_start=$(date +%s%N)
 failures=0
 out=$(mktemp)
-trap 'rm -f "$out"; "$SPORE_TB_HOSTCTL" restore spore-h1 >/dev/null 2>&1 || true' EXIT
+trap 'rm -f "$out"; "$HOSTCTL" restore spore-h1 >/dev/null 2>&1 || true' EXIT
 
 check "env file: SPORE_TESTBED=1" test "${SPORE_TESTBED:-}" = 1
 check "root netns: unreachable route $SPORE_TB_PREFIX" unreachable_route
@@ -215,9 +231,13 @@ check "su spore-b, password on a pty (expect)" su_pty
 check "doas -n -u spore-b (nopass)" doas_nopass
 check "doas -n -u root fails (password required)" doas_root_needs_pw
 check "doas -u root, password on a pty (expect)" doas_root_pty
-check "hostctl cut h1: ssh times out (ConnectTimeout=2)" cut_h1_times_out
+check "hostctl cut h1: ssh times out (ConnectTimeout=2)" h1_off_times_out cut
 check "ssh h2 while h1 is cut" ssh_host "$SPORE_TB_H2_ADDR"
-check "hostctl restore h1: ssh works again" restore_h1
+check "hostctl restore h1: ssh works again" restore_h1 restore
+check "hostctl down h1: ssh times out (ConnectTimeout=2)" h1_off_times_out down
+check "ssh h2 while h1 is down" ssh_host "$SPORE_TB_H2_ADDR"
+check "hostctl up h1: ssh works again" restore_h1 up
+check "hostctl cut+down h1: restore undoes both" restore_undoes_both
 check "podman exec -i spore-box sh -c 'echo hi'" box_exec
 check "podman exec -i: stdin reaches the container" box_stdin
 check "podman: ulimit -n is 20000 inside" box_ulimit

@@ -251,7 +251,7 @@ ip -n spore-h3 addr replace "$TB_H3_ADDR/24" dev eth0
 ip -n spore-h3 link set eth0 up
 for h in "${TB_HOSTS[@]}"; do
   ip netns exec "$(tb_ns "$h")" sysctl -q -w net.ipv4.ip_forward=0
-  "$TB_SRC/hostctl.sh" restore "$h" >/dev/null # a host left cut by a test is uncut
+  "$TB_SRC/hostctl.sh" restore "$h" >/dev/null # a host a test left cut or down is restored
 done
 
 step "sshd instances (lo on $TB_LO_ADDR:$TB_LO_PORT; h1..h3 on port $TB_NS_PORT in their namespaces)"
