@@ -9,17 +9,21 @@ fn fixture() -> Fixture {
     Fixture::new(env!("CARGO_BIN_EXE_spore-fixture"))
 }
 
-/// The test bed's sshd on loopback, as its login user, with its key. The
+/// The test bed's sshd on loopback, as its login user, no key named. The
 /// fixture image is dynamically linked; the target is this machine.
-fn to_loopback(tb: &Testbed) -> Ssh {
+fn loopback(tb: &Testbed) -> Ssh {
     Ssh::host(tb.get("SPORE_TB_SSH_HOST"))
         .port(tb.get("SPORE_TB_SSH_PORT").parse().unwrap())
         .user(tb.get("SPORE_TB_SSH_USER"))
-        .identity_file(tb.get("SPORE_TB_SSH_KEY"))
         .known_hosts(tb.get("SPORE_TB_SSH_KNOWN_HOSTS"))
         .arg("-o")
         .arg(format!("KexAlgorithms={}", tb.get("SPORE_TB_SSH_KEX")))
         .same_libraries(true)
+}
+
+/// [`loopback`] with the test bed's plain key.
+fn to_loopback(tb: &Testbed) -> Ssh {
+    loopback(tb).identity_file(tb.get("SPORE_TB_SSH_KEY"))
 }
 
 #[tokio::test]
@@ -83,20 +87,7 @@ async fn ssh_failures_are_typed_and_quote_ssh() {
     assert!(!std::fs::read_to_string(&empty).unwrap().is_empty());
     let _ = std::fs::remove_file(&empty);
     // No key: the server would take a password, and none was given.
-    let err = router
-        .ssh(
-            Ssh::host(tb.get("SPORE_TB_SSH_HOST"))
-                .port(tb.get("SPORE_TB_SSH_PORT").parse().unwrap())
-                .user(tb.get("SPORE_TB_SSH_USER"))
-                .known_hosts(tb.get("SPORE_TB_SSH_KNOWN_HOSTS"))
-                .arg("-o")
-                .arg("IdentitiesOnly=yes")
-                .arg("-o")
-                .arg("IdentityFile=/dev/null")
-                .same_libraries(true),
-        )
-        .await
-        .unwrap_err();
+    let err = router.ssh(password_only(&tb)).await.unwrap_err();
     assert!(
         matches!(&err, ConnectError::PasswordRequired { method, last_lines, .. }
             if method == "ssh" && last_lines.iter().any(|l| l.contains("Permission denied"))),
@@ -408,11 +399,7 @@ async fn a_login_banner_is_skipped_and_a_login_prompt_times_out_quoting_it() {
 
 /// The test bed's sshd on loopback with no usable key: password only.
 fn password_only(tb: &Testbed) -> Ssh {
-    Ssh::host(tb.get("SPORE_TB_SSH_HOST"))
-        .port(tb.get("SPORE_TB_SSH_PORT").parse().unwrap())
-        .user(tb.get("SPORE_TB_SSH_USER"))
-        .known_hosts(tb.get("SPORE_TB_SSH_KNOWN_HOSTS"))
-        .same_libraries(true)
+    loopback(tb)
         .arg("-o")
         .arg("IdentitiesOnly=yes")
         .arg("-o")
@@ -452,21 +439,14 @@ async fn passwords_and_key_passphrases_go_to_ssh_through_a_terminal_of_its_own()
             .arg("-o")
             .arg("IdentityAgent=none")
     };
-    let encrypted_key_only = || {
-        Ssh::host(tb.get("SPORE_TB_SSH_HOST"))
-            .port(tb.get("SPORE_TB_SSH_PORT").parse().unwrap())
-            .user(tb.get("SPORE_TB_SSH_USER"))
-            .known_hosts(tb.get("SPORE_TB_SSH_KNOWN_HOSTS"))
-            .same_libraries(true)
-    };
     let ctx = router
-        .ssh(keyed(encrypted_key_only()).passphrase(tb.get("SPORE_TB_SSH_KEY_PASSPHRASE")))
+        .ssh(keyed(loopback(&tb)).passphrase(tb.get("SPORE_TB_SSH_KEY_PASSPHRASE")))
         .await
         .unwrap();
     assert_eq!(ctx.call(add, (2, 3)).await.unwrap(), 5);
     // A wrong passphrase leaves the password, which was not given.
     let err = router
-        .ssh(keyed(encrypted_key_only()).passphrase("wrong"))
+        .ssh(keyed(loopback(&tb)).passphrase("wrong"))
         .await
         .unwrap_err();
     assert!(

@@ -1,5 +1,5 @@
 //! spore: programs that start copies of themselves as child *contexts* —
-//! local processes, through sudo or su, over ssh, in containers,
+//! local processes, through sudo, su or doas, over ssh, in containers,
 //! namespaces and chroots, and chains of these — with nothing installed on
 //! the target, and call their own functions in them.
 //!

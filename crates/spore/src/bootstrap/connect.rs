@@ -412,11 +412,18 @@ pub(crate) async fn connect_local(
         Some(controller) => Some(controller.try_clone().map_err(|e| setup_error(&name, e))?),
         None => None,
     };
-    let answer_fd = match &terminal {
-        Some(controller) => controller.try_clone(),
-        None => stdin.try_clone(),
-    }
-    .map_err(|e| setup_error(&name, e))?;
+    // Where answers go: only a method that may prompt gets one.
+    let prompt_rx = match prompt_rx {
+        Some(rx) => {
+            let answer_fd = match &terminal {
+                Some(controller) => controller.try_clone(),
+                None => stdin.try_clone(),
+            }
+            .map_err(|e| setup_error(&name, e))?;
+            Some((rx, answer_fd))
+        }
+        None => None,
+    };
     let secrets: Vec<(SecretKind, String)> = [SecretKind::Password, SecretKind::Passphrase]
         .into_iter()
         .filter_map(|k| opts.method.secret(k).map(|s| (k, s.to_owned())))
@@ -448,7 +455,7 @@ pub(crate) async fn connect_local(
     };
     let (prompt_context, method) = (name.clone(), opts.method.label());
     let answer_prompts = async move {
-        let Some(mut rx) = prompt_rx else {
+        let Some((mut rx, answer_fd)) = prompt_rx else {
             return std::future::pending().await;
         };
         let mut answered = Vec::new();

@@ -371,8 +371,10 @@ impl std::fmt::Display for SshFailure {
 
 /// Options of a context started over ssh, with the system's OpenSSH client:
 /// `~/.ssh/config`, the agent, `ProxyJump` and `ControlMaster` work as for
-/// plain `ssh`. ssh runs in batch mode (it never prompts; passwords come
-/// later), with the connect timeout of the connection.
+/// plain `ssh`. ssh runs in batch mode (it never prompts) unless a
+/// [`Ssh::password`] or [`Ssh::passphrase`] is given, with the connect
+/// timeout of the connection. The target keeps the image in a private
+/// cache for the next contact ([`crate::Connect::cache`]).
 ///
 /// The target runs the image from memory, with nothing installed; it must
 /// be statically linked unless [`Ssh::same_libraries`] says otherwise.

@@ -1,8 +1,9 @@
 //! The only module with `unsafe`. Every block states why it is sound.
 //!
 //! Everything else goes through rustix's safe wrappers; what is here is what
-//! rustix cannot express safely: filling a `BytesMut`'s spare capacity and
-//! rewriting the process's argv area.
+//! rustix cannot express safely: filling a `BytesMut`'s spare capacity,
+//! rewriting the process's argv area, and a `pre_exec` hook (between fork
+//! and exec) that sets a controlling terminal.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
