@@ -66,6 +66,14 @@ A=$SPORE_TB_SSH_USER
 LO=(-p "$SPORE_TB_SSH_PORT" "$A@$SPORE_TB_SSH_HOST")
 
 ssh_lo_key() { prints "$A" ssh "${SSH_OPTS[@]}" "${LO[@]}" id -un; }
+# The chatty login of user C: a banner before the command's output, and a
+# closed account that ends the session before the command runs.
+ssh_lo_chatty() {
+  prints "Welcome to the spore test bed" ssh "${SSH_OPTS[@]}" -o SetEnv=SPORE_TB_LOGIN=banner \
+    -p "$SPORE_TB_SSH_PORT" "$SPORE_TB_USER_C@$SPORE_TB_SSH_HOST" echo command-ran || return
+  fails_with "closed for maintenance" ssh "${SSH_OPTS[@]}" -o SetEnv=SPORE_TB_LOGIN=closed \
+    -p "$SPORE_TB_SSH_PORT" "$SPORE_TB_USER_C@$SPORE_TB_SSH_HOST" echo command-ran
+}
 ssh_lo_passphrase() {
   prints "$A" sshpass -P passphrase -p "$SPORE_TB_SSH_KEY_PASSPHRASE" \
     ssh "${SSH_PW_OPTS[@]}" -i "$SPORE_TB_SSH_KEY_ENCRYPTED" -o PreferredAuthentications=publickey \
@@ -211,6 +219,7 @@ check "env file: SPORE_TESTBED=1" test "${SPORE_TESTBED:-}" = 1
 check "root netns: unreachable route $SPORE_TB_PREFIX" unreachable_route
 check "ssh lo: key login" ssh_lo_key
 check "ssh lo: key with passphrase (sshpass)" ssh_lo_passphrase
+check "ssh lo: chatty login (banner, closed account)" ssh_lo_chatty
 check "ssh lo: password auth (sshpass)" ssh_lo_password password
 check "ssh lo: keyboard-interactive (sshpass)" ssh_lo_password keyboard-interactive
 check "ssh lo: login shell /bin/sh" ssh_lo_env

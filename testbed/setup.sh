@@ -69,7 +69,7 @@ ensure_user "$TB_USER_A" "$TB_USER_A_PW" /bin/sh
 ensure_user "$TB_USER_B" "$TB_USER_B_PW" /bin/sh
 ensure_user "$TB_USER_C" "$TB_USER_C_PW" /bin/bash
 # bash runs ~/.bashrc for a command sshd starts; this one misbehaves as the
-# client asks with `ssh -o SetEnv=SPORE_TB_LOGIN=...` (banner, prompt).
+# client asks with `ssh -o SetEnv=SPORE_TB_LOGIN=...` (banner, prompt, closed).
 cat >"/home/$TB_USER_C/.bashrc" <<'EOF'
 # spore test bed: a chatty login shell -- written by testbed/setup.sh
 case ${SPORE_TB_LOGIN-} in
@@ -78,6 +78,7 @@ case ${SPORE_TB_LOGIN-} in
     echo "a banner line on stderr" >&2
     printf 'and an unfinished line: ' ;;
   prompt) printf 'Verification code: '; read -r _ ;;
+  closed) echo "This account is closed for maintenance until Monday."; exit 1 ;;
 esac
 EOF
 chown "$TB_USER_C:$TB_USER_C" "/home/$TB_USER_C/.bashrc"

@@ -6,7 +6,7 @@ use std::time::Duration;
 use spore::{CallError, ConnectError, OutputStream};
 
 use spore_test_support::funcs::*;
-use spore_test_support::{Fixture, pid_alive, start_master, wait_gone};
+use spore_test_support::{Fixture, parent_of, pid_alive, start_master, wait_gone};
 
 fn fixture() -> Fixture {
     Fixture::new(env!("CARGO_BIN_EXE_spore-fixture"))
@@ -22,13 +22,6 @@ async fn forge(ctx: &spore::Context, frames: &[spore_proto::Frame]) {
     ctx.call(write_raw, (serde_bytes::ByteBuf::from(bytes.to_vec()),))
         .await
         .unwrap();
-}
-
-/// The parent pid of `pid`, from /proc.
-fn ppid(pid: u32) -> u32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let (_, rest) = stat.rsplit_once(')').unwrap();
-    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 #[tokio::test]
@@ -52,9 +45,9 @@ async fn a_chain_of_three_answers_at_every_depth_and_each_parent_starts_its_chil
         assert_eq!(ctx.call(add, (2, 3)).await.unwrap(), 5, "{}", ctx.name());
     }
     let pids = [a.pid().unwrap(), b.pid().unwrap(), c.pid().unwrap()];
-    assert_eq!(ppid(pids[0]), std::process::id());
-    assert_eq!(ppid(pids[1]), pids[0], "b is a's child");
-    assert_eq!(ppid(pids[2]), pids[1], "c is b's child");
+    assert_eq!(parent_of(pids[0]), std::process::id());
+    assert_eq!(parent_of(pids[1]), pids[0], "b is a's child");
+    assert_eq!(parent_of(pids[2]), pids[1], "c is b's child");
     assert!(
         sent_for_c < 16 * 1024,
         "the master sent {sent_for_c} bytes to start c: the image must come from b"
@@ -442,7 +435,12 @@ async fn contexts_started_by_children_get_ids_from_blocks_that_never_collide() {
     );
     for s in from_a.iter() {
         assert_eq!(s.name, format!("local.1.local.{}", s.id));
-        assert_eq!(ppid(s.pid), a.pid().unwrap(), "{} is a's child", s.name);
+        assert_eq!(
+            parent_of(s.pid),
+            a.pid().unwrap(),
+            "{} is a's child",
+            s.name
+        );
     }
     // The master learned every one of them and can call them directly.
     for s in from_a.iter().chain(&from_b) {

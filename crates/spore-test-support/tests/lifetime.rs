@@ -9,23 +9,12 @@ use spore::{CallError, ConnectError, Fault, OutputStream};
 use spore_proto::{Frame, Header, handles};
 
 use spore_test_support::funcs::*;
-use spore_test_support::{Fixture, pid_alive, pid_exists, start_master, wait_gone};
+use spore_test_support::{
+    Fixture, pid_alive, pid_exists, processes_named, start_master, wait_gone,
+};
 
 fn fixture() -> Fixture {
     Fixture::new(env!("CARGO_BIN_EXE_spore-fixture"))
-}
-
-/// Pids of processes (alive or zombie) whose command line contains `needle`.
-fn processes_named(needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
-                .unwrap_or(false)
-        })
-        .collect()
 }
 
 #[tokio::test]

@@ -3,7 +3,10 @@
 
 use spore::{ConnectError, HostKeyPolicy, Ssh, SshFailure, Sudo};
 use spore_test_support::funcs::*;
-use spore_test_support::{Fixture, Testbed, uid_of};
+use spore_test_support::{
+    Fixture, Testbed, children_of, parent_of, pid_exists, proc_names, processes_named, uid_of,
+    wait_gone,
+};
 
 fn fixture() -> Fixture {
     Fixture::new(env!("CARGO_BIN_EXE_spore-fixture"))
@@ -336,6 +339,16 @@ async fn repeat_contact_sends_hashes_not_the_image_and_a_bad_cache_is_replaced()
     ctx.shutdown().await;
     assert!(off > 100_000, "{off}");
     assert_eq!(cache.entries(), before);
+    // Forgotten on request: both entries go; the next contact sends both
+    // and the target keeps them again.
+    let ctx = router.ssh(cache.on(to_loopback(&tb))).await.unwrap();
+    let forget = ctx.call(spore::builtins::forget_cached_image, ());
+    assert_eq!(forget.await.unwrap(), 2);
+    ctx.shutdown().await;
+    assert_eq!(cache.entries(), []);
+    let refilled = connect(cache.on(to_loopback(&tb))).await;
+    assert!(refilled > 100_000, "{refilled}");
+    assert_eq!(cache.entries(), before);
     // A directory others may read is no cache: nothing is read or kept.
     std::fs::set_permissions(cache.spore_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let open_dir = connect(cache.on(to_loopback(&tb))).await;
@@ -394,6 +407,150 @@ async fn a_login_banner_is_skipped_and_a_login_prompt_times_out_quoting_it() {
         started.elapsed() < std::time::Duration::from_secs(6),
         "no hang"
     );
+    router.shutdown().await;
+}
+
+/// Starts `connect` and, until it returns, records every process whose
+/// command line holds `marker`, with its parent; returns its result and
+/// those processes.
+async fn watching<T>(
+    marker: &str,
+    connect: impl std::future::Future<Output = T>,
+) -> (T, Vec<(u32, u32)>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (seen, done, marker) = (seen.clone(), done.clone(), marker.to_owned());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut s = seen.lock().unwrap();
+                for pid in processes_named(&marker) {
+                    if !s.iter().any(|&(p, _)| p == pid) {
+                        s.push((pid, parent_of(pid)));
+                    }
+                }
+                drop(s);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    let out = connect.await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    watcher.join().unwrap();
+    let pids = seen.lock().unwrap().clone();
+    (out, pids)
+}
+
+/// A17 and A18 over ssh, directly and through an intermediate: a login
+/// that ends at once gives an EOF error quoting what it said; a missing
+/// ssh gives "failed to start"; a login that never answers times out
+/// after connect_timeout, and the ssh client is killed and reaped, by the
+/// master or by the intermediate that ran it. Through the chain, each
+/// error is wrapped with the context where it happened.
+#[tokio::test]
+async fn a_target_that_exits_or_never_answers_fails_clearly_directly_and_through_a_chain() {
+    let Some(tb) = Testbed::require("a_target_that_exits_or_never_answers") else {
+        return;
+    };
+    let fx = fixture();
+    let router = fx.router();
+    let mid = router.local().name("mid").await.unwrap();
+    let quotes_login = |e: &ConnectError| {
+        matches!(e, ConnectError::Eof { last_lines, .. }
+            if last_lines.iter().any(|l| l.contains("closed for maintenance")))
+    };
+    let err = router.ssh(chatty(&tb, "closed")).await.unwrap_err();
+    assert!(quotes_login(&err), "{err}");
+    assert!(err.to_string().contains("EOF on stream"), "{err}");
+    let err = router
+        .ssh(chatty(&tb, "closed"))
+        .via(&mid)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::Via { via, cause } if via == "mid" && quotes_login(cause)),
+        "{err}"
+    );
+
+    let no_ssh = || to_loopback(&tb).program("/nonexistent/spore-test-ssh");
+    let err = router.ssh(no_ssh()).await.unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::Spawn { program, .. } if program == "/nonexistent/spore-test-ssh"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("failed to start /nonexistent/spore-test-ssh for ssh."),
+        "{err}"
+    );
+    let err = router.ssh(no_ssh()).via(&mid).await.unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::Via { via, cause }
+            if via == "mid" && matches!(**cause, ConnectError::Spawn { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("failed to start"), "{err}");
+
+    // Never answers: the login asks for a code no one gives.
+    for through_mid in [false, true] {
+        let marker = format!("never-answers-{through_mid}-{}", std::process::id());
+        let mut connect = router
+            .ssh(chatty(&tb, "prompt"))
+            .name(marker.clone())
+            .connect_timeout(std::time::Duration::from_secs(2));
+        if through_mid {
+            connect = connect.via(&mid);
+        }
+        let started = std::time::Instant::now();
+        let (result, pids) = watching(&marker, std::future::IntoFuture::into_future(connect)).await;
+        let err = result.unwrap_err();
+        let waited = started.elapsed();
+        let cause = match &err {
+            ConnectError::Via { via, cause } if through_mid && via == "mid" => &**cause,
+            e if !through_mid => e,
+            e => panic!("not wrapped with the intermediate: {e}"),
+        };
+        assert!(
+            matches!(cause, ConnectError::Timeout { last_lines, .. }
+                if last_lines.iter().any(|l| l.contains("Verification code:"))),
+            "{err}"
+        );
+        assert!(
+            waited >= std::time::Duration::from_secs(2)
+                && waited < std::time::Duration::from_secs(5),
+            "{waited:?}"
+        );
+        // The ssh client ran (it carries the context's name) and is gone:
+        // killed and reaped, not a zombie. On the target, what the login
+        // went on to start ends as soon as it finds its stream closed.
+        let runner = if through_mid {
+            mid.pid().unwrap()
+        } else {
+            std::process::id()
+        };
+        assert!(
+            pids.iter().any(|&(_, parent)| parent == runner),
+            "no ssh client seen for {marker}: {pids:?}"
+        );
+        for (pid, parent) in pids {
+            if parent == runner {
+                assert!(
+                    !pid_exists(pid),
+                    "ssh client {pid} ({:?}) still there after the timeout",
+                    proc_names(pid)
+                );
+            } else {
+                assert!(
+                    wait_gone(pid, std::time::Duration::from_secs(5)).is_some(),
+                    "{pid} ({:?}) on the target still running",
+                    proc_names(pid)
+                );
+            }
+        }
+    }
+    // The intermediate is left with no children of its own.
+    assert_eq!(children_of(mid.pid().unwrap()), Vec::<u32>::new());
+    assert_eq!(mid.call(add, (1, 2)).await.unwrap(), 3);
     router.shutdown().await;
 }
 

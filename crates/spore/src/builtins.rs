@@ -54,6 +54,43 @@ pub fn detach() -> std::io::Result<()> {
     crate::detach()
 }
 
+/// Removes this context's image and spore's first stage from the cache of
+/// the user it runs as (`$XDG_CACHE_HOME/spore`, by default
+/// `~/.cache/spore`), so that the next contact sends both again; entries of
+/// other images stay. Returns how many entries it removed (0 when there is
+/// no cache).
+#[crate::remote]
+pub fn forget_cached_image() -> std::io::Result<u32> {
+    let dir = match (std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME")) {
+        (Some(x), _) if !x.is_empty() => std::path::PathBuf::from(x),
+        (_, Some(h)) => std::path::Path::new(&h).join(".cache"),
+        _ => return Ok(0),
+    }
+    .join("spore");
+    // The running image is the one that came from the cache (or was sent):
+    // its hash names its entry.
+    let image = std::fs::read("/proc/self/exe")
+        .map_err(|e| std::io::Error::new(e.kind(), format!("/proc/self/exe: {e}")))?;
+    let mut removed = 0;
+    for name in [
+        crate::bootstrap::image::sha256_hex(&image),
+        crate::bootstrap::first_stage_sha256().to_owned(),
+    ] {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", path.display()),
+                ));
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Does nothing; a call of it measures the round trip.
 #[crate::remote]
 pub fn noop() {}

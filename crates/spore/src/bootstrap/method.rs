@@ -401,6 +401,7 @@ pub struct Ssh {
     extra_args: Vec<String>,
     password: Option<Secret>,
     passphrase: Option<Secret>,
+    program: Option<String>,
 }
 
 impl Ssh {
@@ -489,6 +490,13 @@ impl Ssh {
     /// to ssh's prompt on a terminal of its own, as for [`Ssh::password`].
     pub fn passphrase(mut self, passphrase: impl Into<String>) -> Self {
         self.passphrase = Some(Secret(passphrase.into()));
+        self
+    }
+
+    /// The ssh client to run (default: `ssh` from `PATH`), e.g. a
+    /// wrapper script or an OpenSSH build of its own.
+    pub fn program(mut self, path: impl Into<String>) -> Self {
+        self.program = Some(path.into());
         self
     }
 
@@ -722,7 +730,11 @@ impl Method {
                     .args(shell.argv());
                 (c, "sudo".to_owned())
             }
-            Method::Ssh(s) => (s.command(shell, connect_timeout), "ssh".to_owned()),
+            Method::Ssh(s) => {
+                let c = s.command(shell, connect_timeout);
+                let program = c.get_program().to_string_lossy().into_owned();
+                (c, program)
+            }
             Method::Enter(e) => {
                 let (mut c, program) = e.command();
                 c.arg("/bin/sh").args(shell.argv());
@@ -795,7 +807,7 @@ impl Ssh {
     /// `ssh [options] -- HOST "/bin/sh -c 'SCRIPT' 'NAME' ARGS…"`: the
     /// remote command is one string run by the remote user's shell.
     fn command(&self, shell: &ShellLaunch, connect_timeout: std::time::Duration) -> Command {
-        let mut c = Command::new("ssh");
+        let mut c = Command::new(self.program.as_deref().unwrap_or("ssh"));
         let mut opt = |o: String| {
             c.arg("-o").arg(o);
         };

@@ -3,7 +3,7 @@
 
 pub(crate) mod child;
 mod connect;
-mod image;
+pub(crate) mod image;
 mod method;
 
 use std::time::{Duration, Instant};
@@ -16,6 +16,13 @@ pub use method::{Doas, Enter, HostKeyPolicy, Ssh, SshFailure, Su, Sudo};
 /// The first stage: a POSIX shell program run as `sh -c FIRST_STAGE NAME
 /// [HASH CACHE]`. See docs/PROTOCOL.md for what it does, byte by byte.
 pub const FIRST_STAGE: &str = include_str!("first_stage.sh");
+
+/// The first stage's SHA-256: its name in a target's cache (stage 0
+/// checks it before running a cached copy).
+pub(crate) fn first_stage_sha256() -> &'static str {
+    static STAGE_SHA256: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    STAGE_SHA256.get_or_init(|| image::sha256_hex(FIRST_STAGE.as_bytes()))
+}
 
 /// Stage 0, run as `sh -c STAGE0 NAME STAGE-HASH IMAGE-HASH` when the
 /// target may keep a cache: it runs the first stage from the target's cache
@@ -41,11 +48,13 @@ impl ShellLaunch {
     /// Stage 0, asking the target's cache for the first stage and for the
     /// image with hash `image_sha256`.
     pub(crate) fn cached(proc_name: &str, image_sha256: &str) -> Self {
-        static STAGE_SHA256: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        let stage = STAGE_SHA256.get_or_init(|| image::sha256_hex(FIRST_STAGE.as_bytes()));
         Self {
             script: STAGE0,
-            args: vec![proc_name.to_owned(), stage.clone(), image_sha256.to_owned()],
+            args: vec![
+                proc_name.to_owned(),
+                first_stage_sha256().to_owned(),
+                image_sha256.to_owned(),
+            ],
         }
     }
 
