@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Standalone test of first_stage.sh (protocol: docs/PROTOCOL.md).
 # Needs: bash, gcc with a static libc, zstd, coreutils. Uses when present: dash, perl,
-# python3, busybox; as root with unshare(1): the noexec / vm.memfd_noexec cases, run
+# python3, busybox; as root with unshare(1): the noexec / vm.memfd_noexec / read-only root cases, run
 # only inside a private mount + pid namespace (the machine's mounts and sysctls are untouched).
 # Prints "N passed, M failed" last; exits non-zero on any failure.
 set -u
@@ -161,6 +161,24 @@ if [ "${1:-}" = --inner ]; then
   tail=${tail//"(Read-only file system)"/}; tail=${tail//"create failed "/"create failed"}
   expect_fail "ns all fail: dash pure shell lists every place" "$DASH" "$SHB" "$W/blob.raw" "SPORE-FAIL memfd: no python3 or perl; $tail"
   have busybox && expect_fail "ns all fail: busybox ash pure shell lists every place" "busybox ash" "$SHB" "$W/blob.zstd" "SPORE-FAIL memfd: no python3 or perl; $tail"
+  # A read-only root file system (/tmp and /var/tmp on it): memfd needs no
+  # file system at all, a pure shell uses the one writable place left
+  # (/dev/shm, made exec-able), and with none left the error names each.
+  mount --rbind "$W" "$W"   # the test's own files (and its tmpfs mounts) stay as they are
+  mount -o remount,bind,ro /
+  for d in /tmp /var/tmp; do mount -o remount,bind,ro,noexec "$d"; done
+  mount -o remount,exec /dev/shm
+  mount -o remount,exec "$HOMEDIR"   # where the reference program runs; after /dev/shm in the order
+  echo 0 >/proc/sys/vm/memfd_noexec
+  echo "# read-only root: / /tmp /var/tmp read-only, /dev/shm exec, vm.memfd_noexec=0"
+  touch /spore-ro-probe 2>/dev/null && { rm -f /spore-ro-probe; bad "ro root: / is still writable"; }
+  expect_ok "ro root: python3 uses memfd" "$DASH" "$PYB" zstd py
+  expect_ok "ro root: perl uses memfd" "$DASH" "$PLB" raw pl
+  expect_ok "ro root: dash pure shell uses /dev/shm" "$DASH" "$SHB" zstd sh "/dev/shm/.spore.* (deleted)"
+  mount -o remount,noexec /dev/shm
+  mount -o remount,noexec "$HOMEDIR"
+  tail="$XDG: create failed; /dev/shm: exec failed (Permission denied); /tmp: create failed; /var/tmp: create failed; $H: exec failed (Permission denied)"
+  expect_fail "ro root all fail: dash pure shell lists every place" "$DASH" "$SHB" "$W/blob.raw" "SPORE-FAIL memfd: no python3 or perl; $tail"
   exit 0
 fi
 
