@@ -246,6 +246,30 @@ impl Testbed {
     }
 }
 
+/// The statically linked build of the fixture that `scripts/test` makes
+/// (`SPORE_STATIC_FIXTURE`), for targets without this machine's libraries.
+/// Without it, outside CI, the test is skipped with a loud message; in CI
+/// it fails.
+pub fn static_fixture(test: &str) -> Option<String> {
+    match std::env::var("SPORE_STATIC_FIXTURE") {
+        Ok(path) if std::path::Path::new(&path).is_file() => Some(path),
+        other => {
+            let why = match other {
+                Ok(path) => format!("SPORE_STATIC_FIXTURE={path} is no file"),
+                Err(_) => "SPORE_STATIC_FIXTURE is not set".to_owned(),
+            };
+            if std::env::var_os("CI").is_some() {
+                panic!("{test}: {why} in CI; scripts/test builds it");
+            }
+            eprintln!(
+                "\n*** SKIPPED {test}: {why}. Run the tests with scripts/test, which \
+                 builds the static fixture. ***\n"
+            );
+            None
+        }
+    }
+}
+
 /// The uid of `user`, from /etc/passwd.
 pub fn uid_of(user: &str) -> u32 {
     std::fs::read_to_string("/etc/passwd")

@@ -85,15 +85,37 @@ async fn contexts_start_in_another_processs_namespaces_and_a_chroot_without_proc
     router.shutdown().await;
 }
 
-/// A process in a mount namespace of its own where `uname` says the machine
-/// is an aarch64: a target of another platform, for nsenter. Killed on drop.
-struct ForeignPlatform {
+/// A process (`sleep`) in a mount namespace of its own, after `setup` (a
+/// shell script with `args` as `$0`, `$1`…) changed its mounts; killed on
+/// drop, with the directory it was given to remove.
+struct MountNamespace {
     process: std::process::Child,
-    _dir: std::path::PathBuf,
+    dir: Option<std::path::PathBuf>,
 }
 
-impl ForeignPlatform {
-    fn start() -> Self {
+impl MountNamespace {
+    fn start(setup: &str, args: &[&std::ffi::OsStr], dir: Option<std::path::PathBuf>) -> Self {
+        let mut process = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!("{setup} && echo ready && exec sleep 600"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(process.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let ns = Self { process, dir };
+        assert_eq!(line, "ready\n", "mount namespace setup failed: {setup}");
+        ns
+    }
+
+    /// Where `uname` says the machine is an aarch64: a target of another
+    /// platform, for nsenter.
+    fn foreign_platform() -> Self {
         let dir = std::env::temp_dir().join(format!("spore-foreign-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let fake = dir.join("uname");
@@ -105,22 +127,11 @@ impl ForeignPlatform {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         let uname = std::fs::canonicalize("/bin/uname").unwrap();
-        let mut process = std::process::Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c"])
-            .arg(r#"mount --bind "$0" "$1" && echo ready && exec sleep 600"#)
-            .arg(&fake)
-            .arg(&uname)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(process.stdout.take().unwrap()),
-            &mut line,
+        Self::start(
+            r#"mount --bind "$0" "$1""#,
+            &[fake.as_os_str(), uname.as_os_str()],
+            Some(dir),
         )
-        .unwrap();
-        assert_eq!(line, "ready\n", "the fake uname is not in place");
-        Self { process, _dir: dir }
     }
 
     fn pid(&self) -> u32 {
@@ -128,12 +139,66 @@ impl ForeignPlatform {
     }
 }
 
-impl Drop for ForeignPlatform {
+impl Drop for MountNamespace {
     fn drop(&mut self) {
         let _ = self.process.kill();
         let _ = self.process.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+/// C1 on the test bed's minimal root, which holds a static busybox and
+/// nothing else (no libc, no perl, no python): a static image starts
+/// there, through the pure-shell first stage, which needs /proc. The root
+/// gets one in a mount namespace of the test's own, which a context
+/// enters first (nsenter) to chroot from. The image passes through the
+/// root's /tmp and is removed from it before it runs.
+#[tokio::test]
+async fn a_static_image_starts_in_a_root_with_only_busybox() {
+    let test = "a_static_image_starts_in_a_root_with_only_busybox";
+    let Some(tb) = Testbed::require(test) else {
+        return;
+    };
+    let Some(image) = spore_test_support::static_fixture(test) else {
+        return;
+    };
+    let root = tb.get("SPORE_TB_BUSYBOX_ROOT");
+    let with_proc = MountNamespace::start(
+        r#"mount -t proc proc "$0/proc""#,
+        &[std::ffi::OsStr::new(root)],
+        None,
+    );
+    let fx = Fixture::new(&image);
+    let router = fx.router();
+    // No same_libraries anywhere: the image is static.
+    let mid = router.enter(Enter::nsenter(with_proc.pid())).await.unwrap();
+    let ctx = router.enter(Enter::chroot(root)).via(&mid).await.unwrap();
+    assert_eq!(ctx.call(add, (2, 3)).await.unwrap(), 5);
+    let inside = ctx
+        .call(
+            spore::builtins::run,
+            (vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                "[ ! -e /usr ] && [ ! -e /lib ] && [ -x /bin/busybox ]".to_owned(),
+            ],),
+        )
+        .await
+        .unwrap();
+    assert!(inside.success(), "not inside the busybox root: {inside}");
+    let left: Vec<_> = std::fs::read_dir(format!("{root}/tmp"))
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with(".spore"))
+        .collect();
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "the image was left in the root's /tmp"
+    );
+    router.shutdown().await;
 }
 
 #[tokio::test]
@@ -141,7 +206,7 @@ async fn a_target_of_another_platform_gets_its_registered_image_or_nothing() {
     let Some(_tb) = Testbed::require("a_target_of_another_platform") else {
         return;
     };
-    let foreign = ForeignPlatform::start();
+    let foreign = MountNamespace::foreign_platform();
     let fx = fixture();
     // Nothing registered for linux-aarch64: refused before any image byte,
     // saying how to supply one.
