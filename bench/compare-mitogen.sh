@@ -2,9 +2,16 @@
 # compare-mitogen.sh - benchmark Mitogen 0.3.54 and spore side by side.
 #
 # Usage: bench/compare-mitogen.sh [--build] [--quick] [--out DIR] [--strict]
+#                                  [--ssh HOST [--ssh-config FILE]]
 #   --build    run `cargo build --release -p spore-cli` even if $SPORE_BIN exists
 #              (it is always built when missing)
-#   --quick    fewer runs on the Mitogen side (mitogen_bench.py --quick)
+#   --quick    fewer runs on both sides (mitogen_bench.py --quick, spore bench --quick)
+#   --ssh HOST also compare bootstrap over ssh to HOST ([USER@]HOST[:PORT], a
+#              `Host` of the ssh config): `spore bench --target ssh:HOST
+#              --same-libraries` beside Mitogen's router.ssh() (which needs
+#              python3 on HOST); the ssh_* rows. The test bed's hosts work:
+#              --ssh spore-h2 --ssh-config /var/lib/spore-testbed/ssh_config
+#   --ssh-config FILE  ssh config file for both (ssh -F)
 #   --out DIR  write mitogen.json, spore.json and table.txt into DIR
 #              (without it, both raw JSON objects are printed after the table)
 #   --strict   exit 1 if any target is missed or could not be measured
@@ -32,11 +39,15 @@ SPORE_BIN="${SPORE_BIN:-$ROOT/target/release/spore}"
 PYTHON="${PYTHON:-python3}"
 MITOGEN_VERSION=0.3.54
 
-build=0 quick=0 strict=0 out=""
+build=0 quick=0 strict=0 out="" ssh_host="" ssh_config=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --build) build=1 ;;
         --quick) quick=1 ;;
+        --ssh) [ $# -ge 2 ] || { echo "--ssh needs a host" >&2; exit 2; }
+               ssh_host="$2"; shift ;;
+        --ssh-config) [ $# -ge 2 ] || { echo "--ssh-config needs a file" >&2; exit 2; }
+               ssh_config="$2"; shift ;;
         --strict) strict=1 ;;
         --out) [ $# -ge 2 ] || { echo "--out needs a directory" >&2; exit 2; }
                out="$2"; shift ;;
@@ -79,6 +90,14 @@ else
         --disable-pip-version-check "mitogen==$MITOGEN_VERSION" >&2
     mitogen_args=(--json)
     [ "$quick" = 1 ] && mitogen_args+=(--quick)
+    if [ -n "$ssh_host" ]; then
+        # [USER@]HOST[:PORT] -> --ssh-user/--ssh-host/--ssh-port
+        h="$ssh_host"
+        case "$h" in *@*) mitogen_args+=(--ssh-user "${h%%@*}"); h="${h#*@}" ;; esac
+        case "$h" in *:*) mitogen_args+=(--ssh-port "${h##*:}"); h="${h%:*}" ;; esac
+        mitogen_args+=(--ssh-host "$h")
+        [ -n "$ssh_config" ] && mitogen_args+=(--ssh-config "$ssh_config")
+    fi
     # shellcheck disable=SC2206
     mitogen_args+=(${MITOGEN_BENCH_ARGS:-})
     echo ">> mitogen_bench.py ${mitogen_args[*]}" >&2
@@ -93,6 +112,11 @@ if [ -n "${SPORE_JSON_FILE:-}" ]; then
 else
     # shellcheck disable=SC2206
     spore_args=(bench --json ${SPORE_BENCH_ARGS:-})
+    [ "$quick" = 1 ] && spore_args+=(--quick)
+    if [ -n "$ssh_host" ]; then
+        spore_args+=(--target "ssh:$ssh_host" --same-libraries)
+        [ -n "$ssh_config" ] && spore_args+=(--ssh-config "$ssh_config")
+    fi
     echo ">> $SPORE_BIN ${spore_args[*]}" >&2
     "$SPORE_BIN" "${spore_args[@]}" > "$SPORE_JSON"
 fi
@@ -138,6 +162,22 @@ KNOWN = [
     ('start_100_local_s', 's', True, 30, '>=30x'),
     ('child_rss_kib', 'KiB', True, 5, '<=1/5'),
     ('parent_death_exit_ms', 'ms', True, None, ''),
+    # Bootstrap over ssh (with --ssh): faster than Mitogen's ssh() on every row.
+    ('ssh_first_ms', 'ms', True, 1, '>1x'),
+    ('ssh_repeat_ms', 'ms', True, 1, '>1x'),
+    ('ssh_first_cm_ms', 'ms', True, 1, '>1x'),
+    ('ssh_repeat_cm_ms', 'ms', True, 1, '>1x'),
+    ('ssh_first_bytes', 'B', True, None, ''),
+    ('ssh_repeat_bytes', 'B', True, None, ''),
+    ('ssh_bare_ms', 'ms', True, None, ''),
+    ('ssh_bare_cm_ms', 'ms', True, None, ''),
+]
+SSH_KEYS = {k for k in [r[0] for r in KNOWN] if k.startswith('ssh_')}
+# spore's own targets: (key, limit, label); met when spore's value <= limit.
+LIMITS = [
+    ('ssh_repeat_bytes', 2048, 'repeat contact <= 2 KB'),
+    ('ssh_repeat_cm_vs_bare', 1.3, 'through ControlMaster <= 1.3x bare ssh (new connection)'),
+    ('ssh_repeat_cm_vs_bare_cm', 1.3, 'through ControlMaster <= 1.3x bare ssh through it too'),
 ]
 META = {'tool', 'version'}
 SUFFIXES_LOWER = ('_ms', '_us', '_ns', '_s', '_bytes', '_kib', '_mib', '_b')
@@ -201,6 +241,8 @@ met = missed = 0
 known_keys = set()
 for key, unit, lower, target, label in KNOWN:
     known_keys.add(key)
+    if key in SSH_KEYS and key not in s:
+        continue  # no --ssh: no ssh rows
     r = ratio(m.get(key), s.get(key), lower)
     if target is None:
         tcell = ''
@@ -242,6 +284,16 @@ for i, row in enumerate(rows):
         print('  '.join('-' * w for w in widths))
 print('ratio = times better spore is (mitogen/spore for times and sizes, '
       'spore/mitogen for throughputs and rates)')
+for key, limit, label in LIMITS:
+    if key not in s:
+        continue
+    v = s[key]
+    ok = num(v) and v <= limit
+    print('spore %s: %s = %s (%s)' % (label, key, fmt(v), 'met' if ok else 'MISSED'))
+    if ok:
+        met += 1
+    else:
+        missed += 1
 print('targets: %d met, %d missed or not measured' % (met, missed))
 sys.exit(3 if missed else 0)
 PY

@@ -5,6 +5,7 @@ The baseline spore is compared against; see compare-mitogen.sh.
 
 Usage:
     python3 bench/mitogen_bench.py [--json] [--quick] [--only a,b,...]
+        [--ssh-host HOST [--ssh-config FILE] [--ssh-user U] [--ssh-port P]]
 
 Metrics (every median metric also gets <key>_min and <key>_max):
     bootstrap_local_ms     router.local() until the first no-op call returned
@@ -12,6 +13,10 @@ Metrics (every median metric also gets <key>_min and <key>_max):
                            first-stage program on argv (without the python
                            path) + everything written to the child's stdio
                            socket (compressed core source, then messages)
+    ssh_*                  with --ssh-host: router.ssh() until the first no-op
+                           call returned, new connection and through a
+                           ControlMaster (_cm), beside a bare `ssh HOST true`
+                           (ssh_bare_ms, ssh_bare_cm_ms); bytes as above
     rtt_us                 warm no-op call round trip
     throughput_1mib_mbps   call returning 1 MiB of bytes, MB/s (MB = 10^6 B)
     throughput_64mib_mbps  same for 64 MiB
@@ -149,55 +154,196 @@ def bench_bootstrap(args, router):
     return summarize('bootstrap_local_ms', times)
 
 
-def bench_bootstrap_bytes(args, router):
-    """Count bytes written to the child's stdio stream by wrapping Side.write.
+class ByteCounter(object):
+    """While active, counts the bytes Mitogen writes to each stream and
+    records the interpreter part of each boot command.
 
     Mitogen writes everything (the zlib-compressed core source during the
     BootstrapProtocol phase, then framed messages) through
     mitogen.core.Side.write on the connection's stdio stream, so counting
     per stream and picking the new context's stream afterwards is exact.
-    The first-stage program travels on argv; its size is taken from
-    Connection.get_boot_command().
+    The first-stage program travels on argv (for ssh: in the remote
+    command); its size is taken from Connection.get_boot_command(),
+    without the python path.
     """
-    counts = {}
-    orig_write = mitogen.core.Side.write
+
+    def __enter__(self):
+        self.counts = {}
+        self.argv_sizes = []
+        self._write = mitogen.core.Side.write
+        self._boot = mitogen.parent.Connection.get_boot_command
+        orig_write, orig_boot, counts = self._write, self._boot, self.counts
+        argv_sizes = self.argv_sizes
+
+        def counting_write(side, s):
+            n = orig_write(side, s)
+            if n:
+                counts[id(side.stream)] = counts.get(id(side.stream), 0) + n
+            return n
+
+        def recording_boot(conn):
+            argv = orig_boot(conn)
+            program = argv[len(conn.get_python_argv()):]
+            argv_sizes.append(sum(len(a.encode()) + 1 for a in program))
+            return argv
+
+        mitogen.core.Side.write = counting_write
+        mitogen.parent.Connection.get_boot_command = recording_boot
+        return self
+
+    def __exit__(self, *exc):
+        mitogen.core.Side.write = self._write
+        mitogen.parent.Connection.get_boot_command = self._boot
+
+    def written(self, router, ctx):
+        """Bytes written so far to the stream of a directly connected ctx."""
+        return self.counts.get(id(router.stream_by_id(ctx.context_id)), 0)
+
+    def argv(self):
+        """Size of the last boot command's program part."""
+        return self.argv_sizes[-1] if self.argv_sizes else 0
+
+
+def bench_bootstrap_bytes(args, router):
+    """Bytes handed to one local child until its first call returned."""
     marks = {}
-
-    def counting_write(self, s):
-        n = orig_write(self, s)
-        if n:
-            counts[id(self.stream)] = counts.get(id(self.stream), 0) + n
-        return n
-
-    argv_sizes = []
-    orig_boot = mitogen.parent.Connection.get_boot_command
-
-    def recording_boot(self):
-        argv = orig_boot(self)
-        # argv = python_path... + ['-c', program, stage1, name, length]
-        argv_sizes.append(sum(len(a.encode()) + 1 for a in argv[-5:]))
-        return argv
-
-    mitogen.core.Side.write = counting_write
-    mitogen.parent.Connection.get_boot_command = recording_boot
-    try:
+    with ByteCounter() as counter:
         ctx = router.local()
-        stream = router.stream_by_id(ctx.context_id)
-        marks['connected'] = counts.get(id(stream), 0)
+        marks['connected'] = counter.written(router, ctx)
         ctx.call(mitogen_funcs.noop)
-        marks['first_call'] = counts.get(id(stream), 0)
+        marks['first_call'] = counter.written(router, ctx)
         child_pid(router, ctx)
-    finally:
-        mitogen.core.Side.write = orig_write
-        mitogen.parent.Connection.get_boot_command = orig_boot
     shutdown_all([ctx])
-    argv_bytes = argv_sizes[0] if argv_sizes else 0
+    argv_bytes = counter.argv()
     detail = {
         'argv_first_stage': argv_bytes,
         'stdio_until_connected': marks['connected'],
         'stdio_for_first_call': marks['first_call'] - marks['connected'],
     }
     return {'bootstrap_bytes': argv_bytes + marks['first_call']}, detail
+
+
+def ssh_base_args(args):
+    """ssh options the bare ssh and Mitogen's ssh() share."""
+    a = []
+    if args.ssh_config:
+        a += ['-F', args.ssh_config]
+    return a
+
+
+def ssh_through(master):
+    """ssh options that use the ControlMaster listening at `master`."""
+    if not master:
+        return []
+    return ['-o', 'ControlMaster=no', '-o', 'ControlPath=%s' % master]
+
+
+def ssh_argv(args, master, options=()):
+    argv = ['ssh', '-o', 'BatchMode=yes'] + ssh_base_args(args)
+    if args.ssh_port:
+        argv += ['-p', str(args.ssh_port)]
+    if args.ssh_user:
+        argv += ['-l', args.ssh_user]
+    return argv + ssh_through(master) + list(options) + ['--', args.ssh_host]
+
+
+def bare_ssh_ms(args, master):
+    t0 = now()
+    p = subprocess.run(ssh_argv(args, master) + ['true'],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE)
+    ms = (now() - t0) * 1e3
+    if p.returncode != 0:
+        raise RuntimeError('bare ssh %s true failed (%d): %s' % (
+            args.ssh_host, p.returncode, p.stderr.decode(errors='replace')))
+    return ms
+
+
+def start_control_master(args, path):
+    """ssh -M -N to the host; returns the process once `ssh -O check` works."""
+    p = subprocess.Popen(
+        ssh_argv(args, None, ['-M', '-N', '-o', 'ControlPath=%s' % path,
+                              '-o', 'ControlPersist=no']),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
+    _masters.append(p)
+    deadline = now() + 15
+    while True:
+        check = subprocess.run(
+            ssh_argv(args, None, ['-O', 'check', '-o', 'ControlPath=%s' % path]),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        if check.returncode == 0:
+            return p
+        if p.poll() is not None:
+            raise RuntimeError('ControlMaster ssh to %s exited (%d): %s' % (
+                args.ssh_host, p.returncode, p.stderr.read().decode(errors='replace')))
+        if now() > deadline:
+            raise RuntimeError('ControlMaster ssh to %s not up after 15 s' % args.ssh_host)
+        time.sleep(0.02)
+
+
+def ssh_contact(args, router, master):
+    """One router.ssh() until its first no-op call returned: (ms, bytes)."""
+    kw = dict(hostname=args.ssh_host, python_path='python3',
+              ssh_args=ssh_base_args(args) + ssh_through(master))
+    if args.ssh_user:
+        kw['username'] = args.ssh_user
+    if args.ssh_port:
+        kw['port'] = args.ssh_port
+    with ByteCounter() as counter:
+        t0 = now()
+        ctx = router.ssh(**kw)
+        ctx.call(mitogen_funcs.noop)
+        ms = (now() - t0) * 1e3
+        sent = counter.argv() + counter.written(router, ctx)
+    shutdown_all([ctx])
+    return ms, sent
+
+
+def bench_ssh(args, router):
+    """The ssh_* rows of `spore bench --target`, the same way round.
+
+    Mitogen keeps nothing on the target, so its first and repeat contacts
+    are the same procedure, measured at the same places in each round.
+    """
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix='mitogen-bench-cm-')
+    path = os.path.join(tmp, 'cm')
+    master = start_control_master(args, path)
+    keys = ['ssh_bare_ms', 'ssh_bare_cm_ms', 'ssh_first_ms', 'ssh_repeat_ms',
+            'ssh_first_cm_ms', 'ssh_repeat_cm_ms']
+    v = dict((k, []) for k in keys)
+    first_bytes = repeat_bytes = None
+    try:
+        ssh_contact(args, router, path)  # unmeasured: imports, compression
+        for i in range(args.ssh_runs):
+            v['ssh_bare_ms'].append(bare_ssh_ms(args, None))
+            v['ssh_bare_cm_ms'].append(bare_ssh_ms(args, path))
+            for suffix, m in (('', None), ('_cm', path)):
+                ms, first_bytes = ssh_contact(args, router, m)
+                v['ssh_first%s_ms' % suffix].append(ms)
+                ms, repeat_bytes = ssh_contact(args, router, m)
+                v['ssh_repeat%s_ms' % suffix].append(ms)
+            log(args, 'ssh round %d: %s' % (
+                i, dict((k, round(v[k][-1], 1)) for k in keys)))
+    finally:
+        master.kill()
+        master.wait()
+        _masters.remove(master)
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+    out = {}
+    for k in keys:
+        out.update(summarize(k, v[k]))
+    out['ssh_first_bytes'] = first_bytes
+    out['ssh_repeat_bytes'] = repeat_bytes
+    med = statistics.median
+    out['ssh_repeat_cm_vs_bare_cm'] = round(
+        med(v['ssh_repeat_cm_ms']) / med(v['ssh_bare_cm_ms']), 3)
+    out['ssh_repeat_cm_vs_bare'] = round(
+        med(v['ssh_repeat_cm_ms']) / med(v['ssh_bare_ms']), 3)
+    return out
 
 
 def bench_rtt(args, ctx, key='rtt_us'):
@@ -385,7 +531,7 @@ def death_master():
 # --------------------------------------------------------------------------
 
 METRICS = ['bootstrap', 'bytes', 'rtt', 'tp1', 'tp64', 'cps', 'depth3',
-           'start100', 'rss', 'death']
+           'start100', 'rss', 'death', 'ssh']
 
 KEYS = [
     ('bootstrap_local_ms', 'ms', True),
@@ -399,6 +545,19 @@ KEYS = [
     ('start_100_local_s', 's', True),
     ('child_rss_kib', 'KiB', True),
     ('parent_death_exit_ms', 'ms', True),
+]
+# Only with --ssh-host.
+SSH_KEYS = [
+    ('ssh_bare_ms', 'ms', True),
+    ('ssh_bare_cm_ms', 'ms', True),
+    ('ssh_first_ms', 'ms', True),
+    ('ssh_repeat_ms', 'ms', True),
+    ('ssh_first_cm_ms', 'ms', True),
+    ('ssh_repeat_cm_ms', 'ms', True),
+    ('ssh_first_bytes', 'B', False),
+    ('ssh_repeat_bytes', 'B', False),
+    ('ssh_repeat_cm_vs_bare_cm', 'x', False),
+    ('ssh_repeat_cm_vs_bare', 'x', False),
 ]
 
 
@@ -428,15 +587,22 @@ def parse_args(argv):
     ap.add_argument('--rss-children', type=int)
     ap.add_argument('--death-runs', type=int)
     ap.add_argument('--death-timeout', type=float, default=30.0)
+    ap.add_argument('--ssh-host',
+                    help='also measure router.ssh() to this host (python3 '
+                    'must be on it): the ssh_* rows of spore bench --target')
+    ap.add_argument('--ssh-config', help='ssh config file (ssh -F)')
+    ap.add_argument('--ssh-user')
+    ap.add_argument('--ssh-port', type=int)
+    ap.add_argument('--ssh-runs', type=int)
     ap.add_argument('--death-master', action='store_true',
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     full = dict(bootstrap_runs=15, rtt_calls=2000, rtt_warmup=200,
                 tp1_runs=20, tp64_runs=5, cps_runs=3, start_runs=1,
-                rss_children=3, death_runs=7)
+                rss_children=3, death_runs=7, ssh_runs=11)
     quick = dict(bootstrap_runs=5, rtt_calls=500, rtt_warmup=50,
                  tp1_runs=5, tp64_runs=2, cps_runs=1, start_runs=1,
-                 rss_children=1, death_runs=3)
+                 rss_children=1, death_runs=3, ssh_runs=1)
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -445,6 +611,8 @@ def parse_args(argv):
         if m not in METRICS:
             ap.error('unknown metric %r' % m)
     args.only = only or METRICS
+    if 'ssh' in only and not args.ssh_host:
+        ap.error('--only ssh needs --ssh-host')
     return args
 
 
@@ -498,6 +666,8 @@ def run(args):
             result.update(bench_start_n(args, router))
         if 'death' in want:
             result.update(bench_parent_death(args))
+        if 'ssh' in want and args.ssh_host:
+            result.update(bench_ssh(args, router))
     finally:
         broker.shutdown()
         broker.join()
@@ -522,7 +692,7 @@ def print_table(result, detail, args):
         result['version'], sys.version.split()[0], os.cpu_count() or 0,
         ' (--quick)' if args.quick else ''))
     rows = [('metric', 'median', 'min', 'max', 'unit')]
-    for key, unit, has_range in KEYS:
+    for key, unit, has_range in KEYS + (SSH_KEYS if args.ssh_host else []):
         rows.append((key, fmt(result[key]),
                      fmt(result.get(key + '_min')) if has_range else '',
                      fmt(result.get(key + '_max')) if has_range else '',

@@ -1,6 +1,8 @@
 //! `spore bench`: the numbers, as programs measure them (never as timed
 //! assertions in tests). Medians with min and max.
 
+pub mod ssh;
+
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::process::{ExitCode, Stdio};
@@ -39,6 +41,7 @@ struct Sizes {
     tree_fanout: &'static [usize],
     rss_children: usize,
     death_runs: usize,
+    ssh_runs: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -54,6 +57,7 @@ const FULL: Sizes = Sizes {
     tree_fanout: &[10, 10, 10],
     rss_children: 5,
     death_runs: 11,
+    ssh_runs: 11,
 };
 
 const QUICK: Sizes = Sizes {
@@ -69,6 +73,7 @@ const QUICK: Sizes = Sizes {
     tree_fanout: &[2, 2, 2],
     rss_children: 1,
     death_runs: 2,
+    ssh_runs: 1,
 };
 
 struct Report {
@@ -101,8 +106,21 @@ fn round(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
-pub async fn run(as_json: bool, quick: bool, only: &[String]) -> anyhow::Result<ExitCode> {
-    let s = if quick { QUICK } else { FULL };
+/// What `spore bench` measures and how it reports.
+pub struct Options {
+    /// Print one JSON object instead of a table.
+    pub json: bool,
+    /// Fewer runs and smaller sizes.
+    pub quick: bool,
+    /// Only the measurements whose names start with one of these.
+    pub only: Vec<String>,
+    /// Also measure bootstrap over ssh to this target.
+    pub ssh: Option<ssh::Target>,
+}
+
+pub async fn run(opts: &Options) -> anyhow::Result<ExitCode> {
+    let (as_json, only) = (opts.json, &opts.only);
+    let s = if opts.quick { QUICK } else { FULL };
     let want = |key: &str| only.is_empty() || only.iter().any(|p| key.starts_with(p.as_str()));
     // How often to repeat a measurement: not at all when it is not selected.
     let runs = |key: &str, n: usize| if want(key) { n } else { 0 };
@@ -114,6 +132,10 @@ pub async fn run(as_json: bool, quick: bool, only: &[String]) -> anyhow::Result<
     r.out
         .insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
     let router = Router::new()?;
+
+    if let Some(target) = &opts.ssh {
+        ssh::measure(&router, target, runs("ssh", s.ssh_runs), &mut r).await?;
+    }
 
     for (key, first_stage) in [
         ("bootstrap_local_ms", false),

@@ -48,6 +48,10 @@ struct Cli {
     /// of this file (instead of SPORE_PASSWORD).
     #[arg(long, global = true, value_name = "PATH")]
     password_file: Option<std::path::PathBuf>,
+    /// Use this ssh config file for ssh hops instead of `~/.ssh/config`
+    /// (`ssh -F`).
+    #[arg(short = 'F', long, global = true, value_name = "PATH")]
+    ssh_config: Option<std::path::PathBuf>,
     /// Give up on a context that has not answered after this many seconds.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 30.0)]
     connect_timeout: f64,
@@ -82,8 +86,19 @@ enum Command {
     /// 1000-leaf tree (10x10x10) start,
     /// idle memory and parent-death exit time, and this machine's floor for
     /// a round trip between two threads (`wake_floor_us`).
+    /// With `--target ssh:HOST`, also bootstrap over ssh (the `ssh_*` rows):
+    /// first contact (the target's cache of this image emptied before) and
+    /// repeat contact, through a new connection and through a ControlMaster
+    /// connection the benchmark opens, beside a bare `ssh HOST true` over
+    /// each, interleaved in the same run; times until a no-op call returned,
+    /// bytes written to the context's stream.
     /// Medians with min and max.
     Bench {
+        /// Also measure bootstrap over ssh to this host:
+        /// `ssh:[USER@]HOST[:PORT]` (with `--ssh-config` for another ssh
+        /// config file; the host may be a `Host` of it).
+        #[arg(long, value_name = "TARGET")]
+        target: Option<String>,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -136,7 +151,23 @@ fn main() -> ExitCode {
         match &cli.command {
             Command::Ping { targets } => ping(&cli, targets).await,
             Command::Run { targets, command } => run(&cli, targets, command).await,
-            Command::Bench { json, quick, only } => bench::run(*json, *quick, only).await,
+            Command::Bench {
+                json,
+                quick,
+                only,
+                target,
+            } => {
+                let opts = bench::Options {
+                    json: *json,
+                    quick: *quick,
+                    only: only.clone(),
+                    ssh: target
+                        .as_deref()
+                        .map(|t| bench_target(&cli, t))
+                        .transpose()?,
+                };
+                bench::run(&opts).await
+            }
             Command::BenchMaster { depth } => bench::master(*depth).await,
         }
     });
@@ -146,6 +177,26 @@ fn main() -> ExitCode {
             eprintln!("spore: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The ssh host `spore bench --target` measures: one `ssh:` hop.
+fn bench_target(cli: &Cli, t: &str) -> anyhow::Result<bench::ssh::Target> {
+    let chain = target::parse(&[t.to_owned()])?.remove(0);
+    match &chain[..] {
+        [
+            target::Hop {
+                method: target::Method::Ssh { user, host, port },
+                ..
+            },
+        ] => Ok(bench::ssh::Target {
+            user: user.clone(),
+            host: host.clone(),
+            port: *port,
+            config: cli.ssh_config.clone(),
+            same_libraries: cli.same_libraries,
+        }),
+        _ => anyhow::bail!("bench --target {t:?}: give one ssh host, ssh:[USER@]HOST[:PORT]"),
     }
 }
 
@@ -219,6 +270,9 @@ async fn connect_all(
                             }
                             if let Some(p) = &password {
                                 ssh = ssh.password(p);
+                            }
+                            if let Some(f) = &cli.ssh_config {
+                                ssh = ssh.config_file(f.display().to_string());
                             }
                             router.ssh(ssh.same_libraries(cli.same_libraries))
                         }
