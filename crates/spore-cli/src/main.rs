@@ -1,6 +1,7 @@
 //! `spore`: start contexts, ping them, run commands in them, benchmark them.
 
 mod bench;
+mod inventory;
 mod target;
 
 use std::process::ExitCode;
@@ -8,6 +9,30 @@ use std::time::{Duration, Instant};
 
 use clap::{ArgAction, Parser, Subcommand};
 use spore::{Context, OutputStream, Router};
+
+/// The end of `spore --help`: an inventory file.
+const INVENTORY_EXAMPLE: &str = "\
+An inventory file (TOML), e.g. ~/.config/spore/inventory.toml:
+
+  [defaults]                      # every host's, unless it sets its own
+  same_libraries = true
+
+  [hosts.bastion]
+  target = \"ssh:ops@bastion.example.com\"
+  identity_file = \"~/.ssh/ops\"
+
+  [hosts.db1]
+  via = \"bastion\"                 # bastion's hops come first
+  target = \"ssh:db1:2222/sudo:postgres\"
+  host_key = \"accept\"             # enforce | accept | ignore
+  ssh_args = [\"-o\", \"ServerAliveInterval=5\"]
+
+  [groups]
+  db = [\"db1\", \"db2\"]
+  all = [\"@db\", \"web1\"]           # groups may hold groups
+
+  spore run @all -- uptime
+  spore ping @db1/sudo";
 
 /// Start copies of this program as contexts (local processes, other users,
 /// other machines over ssh, containers and namespaces) and work with them.
@@ -21,13 +46,29 @@ use spore::{Context, OutputStream, Router};
 /// file systems need a static build (or `--same-libraries`). With no
 /// target, `local` is used.
 ///
+/// `@NAME` names a host or a group of the inventory, as a whole target or
+/// its first hop: `spore run @db -- uptime` runs on every host of group
+/// `db` (each once, in file order), `@db/sudo:postgres` adds a hop after
+/// each. Contexts that end a host's chain are named after it. The inventory
+/// is a TOML file: `--inventory PATH`, else $SPORE_INVENTORY, else
+/// `${XDG_CONFIG_HOME:-$HOME/.config}/spore/inventory.toml`; it is read
+/// only when a target starts with `@`; an example file ends this help
+/// (`--help`).
+///
+/// Host options, for the ssh hops of the host's own target: user, port,
+/// identity_file, ssh_config, known_hosts, host_key, compression,
+/// keepalive_interval, keepalive_count, ssh_args (a list), cache;
+/// same_libraries (ssh and container hops); connect_timeout (seconds, all
+/// its hops). An option a host sets that none of its hops takes is an
+/// error.
+///
 /// Passwords: sudo, su and doas hops, and ssh hops whose server asks for
 /// one, are given the password from `--ask-password` (read from the
 /// terminal), `--password-file`, or the SPORE_PASSWORD environment
 /// variable, in that order; with none, a hop that needs one fails and says
 /// so.
 #[derive(Parser)]
-#[command(name = "spore", version)]
+#[command(name = "spore", version, after_long_help = INVENTORY_EXAMPLE)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,10 +90,15 @@ struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     password_file: Option<std::path::PathBuf>,
     /// Use this ssh config file for ssh hops instead of `~/.ssh/config`
-    /// (`ssh -F`).
+    /// (`ssh -F`; an inventory host's `ssh_config` wins for its hops).
     #[arg(short = 'F', long, global = true, value_name = "PATH")]
     ssh_config: Option<std::path::PathBuf>,
-    /// Give up on a context that has not answered after this many seconds.
+    /// The inventory file for `@NAME` targets (default: $SPORE_INVENTORY,
+    /// else `${XDG_CONFIG_HOME:-$HOME/.config}/spore/inventory.toml`).
+    #[arg(short = 'i', long, global = true, value_name = "PATH")]
+    inventory: Option<std::path::PathBuf>,
+    /// Give up on a context that has not answered after this many seconds
+    /// (an inventory host's `connect_timeout` wins for its hops).
     #[arg(long, global = true, value_name = "SECS", default_value_t = 30.0)]
     connect_timeout: f64,
     /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
@@ -67,15 +113,15 @@ enum Command {
     Ping {
         /// Targets: hops joined by `/`, each `METHOD[:ARG]`, e.g. `local`,
         /// `local:4`, `sudo:postgres`, `local/local/local` (a context started
-        /// by a context started by a context; the last hop is pinged). No
-        /// target: `local`.
+        /// by a context started by a context; the last hop is pinged),
+        /// `@NAME` (an inventory host or group). No target: `local`.
         targets: Vec<String>,
     },
     /// Run a command in each context; its output is printed prefixed by the
     /// context's name, then one exit-status line per context. Exits 1 if any
     /// context failed to start or the command failed in any.
     Run {
-        /// Targets, as for `ping`, e.g. `local:2` or `local/local:3`.
+        /// Targets, as for `ping`, e.g. `local:2`, `local/local:3` or `@db`.
         targets: Vec<String>,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "CMD")]
@@ -204,111 +250,175 @@ fn builder(cli: &Cli) -> spore::RouterBuilder {
     Router::builder().connect_timeout(Duration::from_secs_f64(cli.connect_timeout))
 }
 
-/// Starts every context the targets name (hop by hop, each hop's contexts
-/// concurrently) and returns the last hop's contexts. Failures are reported
-/// and counted, not fatal.
+/// Starts every context the targets name (the targets concurrently; in
+/// each, hop by hop, each hop's contexts concurrently) and returns the last
+/// hops' contexts, in the order of the targets (a group's in file order).
+/// Failures are reported and counted, not fatal.
 async fn connect_all(
     cli: &Cli,
     router: &Router,
     targets: &[String],
 ) -> anyhow::Result<(Vec<Context>, usize)> {
-    let chains = target::parse(targets)?;
+    let places = inventory::Places::from_env(cli.inventory.as_deref());
+    let chains = inventory::resolve(targets, &places)?;
     let password = password(cli)?;
+    let ends = futures_util::future::join_all(
+        chains
+            .iter()
+            .map(|chain| connect_chain(cli, router, chain, password.as_deref())),
+    )
+    .await;
     let mut contexts = Vec::new();
     let mut failed = 0;
-    for chain in chains {
-        // The contexts of the previous hop (`None`: this process).
-        let mut parents: Vec<Option<Context>> = vec![None];
-        for hop in &chain {
-            let mut tasks = tokio::task::JoinSet::new();
-            for parent in &parents {
-                for _ in 0..hop.count {
-                    let mut connect = match &hop.method {
-                        target::Method::Local => router.local().first_stage(cli.first_stage),
-                        target::Method::Sudo(user) => {
-                            let mut sudo = user
-                                .as_ref()
-                                .map_or_else(spore::Sudo::root, spore::Sudo::user);
-                            if let Some(p) = &password {
-                                sudo = sudo.password(p);
-                            }
-                            router.sudo(sudo)
-                        }
-                        target::Method::Enter(place) => {
-                            let enter = match place {
-                                target::Enter::Podman(c) => spore::Enter::podman(c),
-                                target::Enter::Docker(c) => spore::Enter::docker(c),
-                                target::Enter::Nsenter(pid) => spore::Enter::nsenter(*pid),
-                                target::Enter::Chroot(p) => spore::Enter::chroot(p),
-                            };
-                            router.enter(enter.same_libraries(cli.same_libraries))
-                        }
-                        target::Method::Su(user) => {
-                            let mut su =
-                                user.as_ref().map_or_else(spore::Su::root, spore::Su::user);
-                            if let Some(p) = &password {
-                                su = su.password(p);
-                            }
-                            router.su(su)
-                        }
-                        target::Method::Doas(user) => {
-                            let mut doas = user
-                                .as_ref()
-                                .map_or_else(spore::Doas::root, spore::Doas::user);
-                            if let Some(p) = &password {
-                                doas = doas.password(p);
-                            }
-                            router.doas(doas)
-                        }
-                        target::Method::Ssh { user, host, port } => {
-                            let mut ssh = spore::Ssh::host(host);
-                            if let Some(user) = user {
-                                ssh = ssh.user(user);
-                            }
-                            if let Some(port) = port {
-                                ssh = ssh.port(*port);
-                            }
-                            if let Some(p) = &password {
-                                ssh = ssh.password(p);
-                            }
-                            if let Some(f) = &cli.ssh_config {
-                                ssh = ssh.config_file(f.display().to_string());
-                            }
-                            router.ssh(ssh.same_libraries(cli.same_libraries))
-                        }
-                    };
-                    if let Some(p) = parent {
-                        connect = connect.via(p);
-                    }
-                    tasks.spawn(std::future::IntoFuture::into_future(connect));
-                }
-            }
-            let mut next = Vec::new();
-            while let Some(r) = tasks.join_next().await {
-                match r {
-                    Ok(Ok(ctx)) => next.push(Some(ctx)),
-                    Ok(Err(e)) => {
-                        eprintln!("spore: {e}");
-                        if needs_password(&e) {
-                            eprintln!(
-                                "spore: give a password with --ask-password, --password-file \
-                                 or SPORE_PASSWORD"
-                            );
-                        }
-                        failed += 1;
-                    }
-                    Err(e) => {
-                        eprintln!("spore: connect task failed: {e}");
-                        failed += 1;
-                    }
-                }
-            }
-            parents = next;
-        }
-        contexts.extend(parents.into_iter().flatten());
+    for (mut ctxs, fails) in ends {
+        ctxs.sort_by_key(|c| c.id());
+        contexts.extend(ctxs);
+        failed += fails;
     }
-    contexts.sort_by_key(|c| c.id());
     Ok((contexts, failed))
+}
+
+/// Starts one target's contexts, hop by hop; returns the last hop's
+/// contexts and how many connects failed.
+async fn connect_chain(
+    cli: &Cli,
+    router: &Router,
+    chain: &target::Chain,
+    password: Option<&str>,
+) -> (Vec<Context>, usize) {
+    let mut failed = 0;
+    // The contexts of the previous hop (`None`: this process).
+    let mut parents: Vec<Option<Context>> = vec![None];
+    for hop in chain {
+        let mut tasks = tokio::task::JoinSet::new();
+        for parent in &parents {
+            for _ in 0..hop.count {
+                let mut connect = connect_hop(cli, router, hop, password);
+                if let Some(p) = parent {
+                    connect = connect.via(p);
+                }
+                tasks.spawn(std::future::IntoFuture::into_future(connect));
+            }
+        }
+        let mut next = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(Ok(ctx)) => next.push(Some(ctx)),
+                Ok(Err(e)) => {
+                    eprintln!("spore: {e}");
+                    if needs_password(&e) {
+                        eprintln!(
+                            "spore: give a password with --ask-password, --password-file \
+                             or SPORE_PASSWORD"
+                        );
+                    }
+                    failed += 1;
+                }
+                Err(e) => {
+                    eprintln!("spore: connect task failed: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        parents = next;
+    }
+    (parents.into_iter().flatten().collect(), failed)
+}
+
+/// The connect for one context of `hop`, with the hop's inventory options
+/// (name, timeout, ssh's) and the command line's flags.
+fn connect_hop<'r>(
+    cli: &Cli,
+    router: &'r Router,
+    hop: &target::Hop,
+    password: Option<&str>,
+) -> spore::Connect<'r> {
+    let o = &hop.opts;
+    let same_libraries = cli.same_libraries || o.same_libraries == Some(true);
+    let mut connect = match &hop.method {
+        target::Method::Local => router.local().first_stage(cli.first_stage),
+        target::Method::Sudo(user) => {
+            let mut sudo = user
+                .as_ref()
+                .map_or_else(spore::Sudo::root, spore::Sudo::user);
+            if let Some(p) = password {
+                sudo = sudo.password(p);
+            }
+            router.sudo(sudo)
+        }
+        target::Method::Enter(place) => {
+            let enter = match place {
+                target::Enter::Podman(c) => spore::Enter::podman(c),
+                target::Enter::Docker(c) => spore::Enter::docker(c),
+                target::Enter::Nsenter(pid) => spore::Enter::nsenter(*pid),
+                target::Enter::Chroot(p) => spore::Enter::chroot(p),
+            };
+            router.enter(enter.same_libraries(same_libraries))
+        }
+        target::Method::Su(user) => {
+            let mut su = user.as_ref().map_or_else(spore::Su::root, spore::Su::user);
+            if let Some(p) = password {
+                su = su.password(p);
+            }
+            router.su(su)
+        }
+        target::Method::Doas(user) => {
+            let mut doas = user
+                .as_ref()
+                .map_or_else(spore::Doas::root, spore::Doas::user);
+            if let Some(p) = password {
+                doas = doas.password(p);
+            }
+            router.doas(doas)
+        }
+        target::Method::Ssh { user, host, port } => {
+            let mut ssh = spore::Ssh::host(host);
+            if let Some(user) = user {
+                ssh = ssh.user(user);
+            }
+            if let Some(port) = port {
+                ssh = ssh.port(*port);
+            }
+            if let Some(p) = password {
+                ssh = ssh.password(p);
+            }
+            if let Some(f) = &o.identity_file {
+                ssh = ssh.identity_file(f);
+            }
+            if let Some(f) = &o.ssh_config {
+                ssh = ssh.config_file(f);
+            } else if let Some(f) = &cli.ssh_config {
+                ssh = ssh.config_file(f.display().to_string());
+            }
+            if let Some(f) = &o.known_hosts {
+                ssh = ssh.known_hosts(f);
+            }
+            if let Some(policy) = o.host_key {
+                ssh = ssh.host_key(policy);
+            }
+            if let Some(on) = o.compression {
+                ssh = ssh.compression(on);
+            }
+            if let Some((interval, count)) = o.keepalive {
+                ssh = ssh.keepalive(interval, count);
+            }
+            for arg in &o.ssh_args {
+                ssh = ssh.arg(arg);
+            }
+            let mut connect = router.ssh(ssh.same_libraries(same_libraries));
+            if let Some(on) = o.cache {
+                connect = connect.cache(on);
+            }
+            connect
+        }
+    };
+    if let Some(name) = &o.name {
+        connect = connect.name(name);
+    }
+    if let Some(d) = o.connect_timeout {
+        connect = connect.connect_timeout(d);
+    }
+    connect
 }
 
 /// Whether a connect failed for want of a password, here or further down.

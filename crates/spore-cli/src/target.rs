@@ -52,6 +52,39 @@ pub struct Hop {
     pub method: Method,
     /// Contexts per parent.
     pub count: usize,
+    /// Settings from the inventory (none for a hop of the command line).
+    pub opts: HopOptions,
+}
+
+/// What the inventory sets on a hop beyond its method (see
+/// `inventory.rs`). A hop of the command line has the defaults: nothing
+/// set, the command line's flags decide.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HopOptions {
+    /// The context's name instead of the default one (the inventory host
+    /// whose chain ends at this hop).
+    pub name: Option<String>,
+    /// This hop's connect timeout instead of `--connect-timeout`.
+    pub connect_timeout: Option<std::time::Duration>,
+    /// Ship a dynamically linked image (ssh and container hops; the
+    /// `--same-libraries` flag turns it on for every hop).
+    pub same_libraries: Option<bool>,
+    /// Whether the target may cache the image (ssh hops).
+    pub cache: Option<bool>,
+    /// `ssh -i` (ssh hops).
+    pub identity_file: Option<String>,
+    /// `ssh -F` (ssh hops).
+    pub ssh_config: Option<String>,
+    /// The known-hosts file (ssh hops).
+    pub known_hosts: Option<String>,
+    /// What to do about the host key (ssh hops).
+    pub host_key: Option<spore::HostKeyPolicy>,
+    /// `ssh -C` (ssh hops).
+    pub compression: Option<bool>,
+    /// Keepalive interval (seconds) and count (ssh hops).
+    pub keepalive: Option<(u32, u32)>,
+    /// More arguments for ssh, before the host (ssh hops).
+    pub ssh_args: Vec<String>,
 }
 
 /// One target: its hops, outermost first. Hop `k` starts its contexts
@@ -65,9 +98,10 @@ pub fn parse(targets: &[String]) -> anyhow::Result<Vec<Chain>> {
         return Ok(vec![vec![Hop {
             method: Method::Local,
             count: 1,
+            opts: HopOptions::default(),
         }]]);
     }
-    targets.iter().map(|t| parse_one(t)).collect()
+    targets.iter().map(|t| parse_hops(t, t)).collect()
 }
 
 /// The method names, as hops start.
@@ -75,7 +109,9 @@ const METHOD_NAMES: &[&str] = &[
     "local", "sudo", "su", "doas", "ssh", "podman", "docker", "nsenter", "chroot",
 ];
 
-fn parse_one(t: &str) -> anyhow::Result<Chain> {
+/// Parses `parts` (all of target `t`, or the hops after its `@NAME`);
+/// errors quote `t`.
+pub fn parse_hops(t: &str, parts: &str) -> anyhow::Result<Chain> {
     // A chroot path has slashes of its own: it takes every following piece
     // up to the next one that starts a hop.
     let starts_hop = |seg: &str| {
@@ -84,7 +120,7 @@ fn parse_one(t: &str) -> anyhow::Result<Chain> {
             .any(|m| seg == *m || seg.strip_prefix(m).is_some_and(|r| r.starts_with(':')))
     };
     let mut hops: Vec<String> = Vec::new();
-    for seg in t.split('/') {
+    for seg in parts.split('/') {
         match hops.last_mut() {
             Some(h) if h.starts_with("chroot:") && !starts_hop(seg) => {
                 h.push('/');
@@ -101,9 +137,18 @@ fn parse_hop(t: &str, hop: &str) -> anyhow::Result<Hop> {
         Some((m, a)) => (m, Some(a)),
         None => (hop, None),
     };
-    let one = |method| Ok(Hop { method, count: 1 });
+    let one = |method| {
+        Ok(Hop {
+            method,
+            count: 1,
+            opts: HopOptions::default(),
+        })
+    };
     match (method, arg) {
         ("", _) => bail!("target {t:?}: empty hop (hops are joined by a single '/')"),
+        (m, _) if m.starts_with('@') => {
+            bail!("target {t:?}: an inventory name (@NAME) may only start a target")
+        }
         ("local", None) => one(Method::Local),
         ("local", Some(a)) => {
             let k: usize = a.parse().map_err(|_| {
@@ -115,6 +160,7 @@ fn parse_hop(t: &str, hop: &str) -> anyhow::Result<Hop> {
             Ok(Hop {
                 method: Method::Local,
                 count: k,
+                opts: HopOptions::default(),
             })
         }
         ("sudo", None) => one(Method::Sudo(None)),
@@ -163,7 +209,7 @@ fn parse_hop(t: &str, hop: &str) -> anyhow::Result<Hop> {
             })
         }
         (m, _) => {
-            bail!("target {t:?}: unknown method {m:?} (implemented: {METHODS}; doas is planned)")
+            bail!("target {t:?}: unknown method {m:?} (implemented: {METHODS})")
         }
     }
 }
@@ -218,6 +264,7 @@ mod tests {
         assert!(err(&["ssh:web1:x"]).contains("not a port number"));
         assert!(err(&["local//local"]).contains("empty hop"));
         assert!(err(&["local/"]).contains("empty hop"));
+        assert!(err(&["local/@db"]).contains("may only start a target"));
         assert!(err(&["local:x"]).contains("needs a number"));
         assert!(err(&["local/local:0"]).contains("at least one"));
         assert!(err(&["sudo:"]).contains("needs a user name"));
