@@ -2,8 +2,8 @@
 F(){ set -f;set -- $*;printf "SPORE-FAIL %s\n" "$*";exit 1;}
 Z=;command -v unzstd >/dev/null&&Z=unzstd;command -v zstd >/dev/null&&Z=zstd
 S=;K=;if [ "$2" ]&&command -v sha256sum >/dev/null;then S=$2/$1;K=" cache=miss"
-if [ "$(sha256sum <"$S" 2>/dev/null)" = "$1  -" ];then K=" cache=hit";else rm -f "$S";n=0;for f in $(ls -t "$2");do case $f in *[!0-9a-f]*);;*)n=$((n+1));[ $n -lt 8 ]||rm -f "$2/$f";;esac;done;fi;fi
-printf "SPORE-READY 1 %s %s %sraw%s\n" "$(uname -s)" "$(uname -m)" "${Z:+zstd,}" "$K"
+if [ "$(sha256sum 2>/dev/null <"$S")" = "$1  -" ];then K=" cache=hit";else rm -f "$S";n=0;for f in $(ls -t "$2");do case $f in *[!0-9a-f]*);;*)n=$((n+1));[ $n -lt 8 ]||rm -f "$2/$f";;esac;done;fi;fi
+printf "SPORE-READY 1 %s %sraw%s\n" "$(uname -sm)" "${Z:+zstd,}" "$K"
 set --;for d in "$XDG_RUNTIME_DIR" /dev/shm /tmp /var/tmp "$HOME";do [ -d "$d" ]&&set -- "$@" "$d";done
 command -v perl >/dev/null&&exec perl -e "use Fcntl;use Config;(\$n,\$e,\$z,\$D,\$S,@d)=@ARGV;\$b=\"\";fcntl(STDIN,F_SETFL,fcntl(STDIN,F_GETFL,0)&~O_NONBLOCK);
 sub F{print\"SPORE-FAIL \".join(\" \",split\" \",\"@_\").\"\n\";exit 1}
