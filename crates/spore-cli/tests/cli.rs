@@ -446,3 +446,97 @@ all = ["h3", "@pair"]
         "{stderr}"
     );
 }
+
+/// C6: a password given to spore (here through SPORE_PASSWORD, for an ssh
+/// login that takes only passwords, a sudo and a doas hop) appears in no
+/// process's command line while it connects, nor in anything spore prints
+/// at the most verbose log level, whether it is right or wrong.
+#[test]
+fn passwords_appear_in_no_log_process_list_or_error() {
+    if !testbed_ready("passwords_appear_in_no_log_process_list_or_error") {
+        return;
+    }
+    let env = testbed_env();
+    let dir = std::env::temp_dir().join(format!("spore-cli-c6-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("ssh_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Host spore-pw\n  HostName {}\n  Port {}\n  User {}\n  UserKnownHostsFile {}\n  \
+             GlobalKnownHostsFile /dev/null\n  PubkeyAuthentication no\n  IdentityAgent none\n  \
+             KexAlgorithms {}\n",
+            env["SPORE_TB_SSH_HOST"],
+            env["SPORE_TB_SSH_PORT"],
+            env["SPORE_TB_SSH_USER"],
+            env["SPORE_TB_SSH_KNOWN_HOSTS"],
+            env["SPORE_TB_SSH_KEX"],
+        ),
+    )
+    .unwrap();
+    let right = env["SPORE_TB_SSH_PASSWORD"].clone();
+    assert_eq!(
+        right, env["SPORE_TB_USER_A_PASSWORD"],
+        "one password for all hops"
+    );
+    let run = |password: &str| {
+        let child = Command::new(env!("CARGO_BIN_EXE_spore"))
+            .args(["-vvv", "--same-libraries", "-F"])
+            .arg(&config)
+            .args([
+                "ping",
+                "ssh:spore-pw",
+                "sudo:spore-a/sudo",
+                "sudo:spore-a/doas",
+            ])
+            .env("SPORE_PASSWORD", password)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Every process's command line, as `ps` shows them, until it ends.
+        let mut seen = Vec::new();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let out = std::thread::scope(|s| {
+            let watch = s.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+                        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+                            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                            if c.contains(password) {
+                                seen.push(c);
+                            }
+                        }
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            });
+            let out = child.wait_with_output().unwrap();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            watch.join().unwrap();
+            out
+        });
+        (out, seen)
+    };
+    let (out, seen) = run(&right);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(pinged(&out).len(), 3, "{stdout}");
+    assert!(stderr.contains("DEBUG"), "not verbose: {stderr}");
+    assert!(!stdout.contains(&right) && !stderr.contains(&right));
+    assert_eq!(seen, Vec::<String>::new(), "in a command line");
+    let wrong = "wrong-pw-c6d1f0";
+    let (out, seen) = run(wrong);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stderr.contains("refused the password") || stderr.contains("incorrect"),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains(wrong) && !stderr.contains(wrong),
+        "{stderr}"
+    );
+    assert_eq!(seen, Vec::<String>::new(), "in a command line");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -663,3 +663,101 @@ async fn controlmaster_connections_are_shared_as_for_plain_ssh() {
     assert_eq!(second.call(add, (2, 2)).await.unwrap(), 4);
     router.shutdown().await;
 }
+
+/// An ssh-agent this test started (on a socket of its own), holding the
+/// test bed's plain key; killed by pid on drop.
+struct Agent {
+    process: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Agent {
+    fn start(key: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("spore-agent-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("agent");
+        let process = std::process::Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let agent = Self { process, dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(std::time::Instant::now() < deadline, "ssh-agent not up");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let added = std::process::Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &socket)
+            .output()
+            .unwrap();
+        assert!(
+            added.status.success(),
+            "{}",
+            String::from_utf8_lossy(&added.stderr)
+        );
+        agent
+    }
+
+    fn socket(&self) -> std::path::PathBuf {
+        self.dir.join("agent")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// C8: keys from an agent work as for plain ssh: with no key file named,
+/// the login succeeds through the agent (named the way ssh's own config
+/// names one, IdentityAgent), and fails without it.
+#[tokio::test]
+async fn an_agents_keys_log_in_as_for_plain_ssh() {
+    let Some(tb) = Testbed::require("an_agents_keys_log_in") else {
+        return;
+    };
+    let agent = Agent::start(tb.get("SPORE_TB_SSH_KEY"));
+    let fx = fixture();
+    let router = fx.router();
+    let no_keys = || {
+        loopback(&tb)
+            .arg("-o")
+            .arg("PasswordAuthentication=no")
+            .arg("-o")
+            .arg("KbdInteractiveAuthentication=no")
+    };
+    let with_agent = no_keys()
+        .arg("-o")
+        .arg(format!("IdentityAgent={}", agent.socket().display()));
+    let ctx = router.ssh(with_agent).await.unwrap();
+    assert_eq!(
+        ctx.call(my_uid, ()).await.unwrap(),
+        uid_of(tb.get("SPORE_TB_SSH_USER"))
+    );
+    let err = router
+        .ssh(no_keys().arg("-o").arg("IdentityAgent=none"))
+        .await
+        .unwrap_err();
+    // The server offers passwords too: no key, so a password was needed.
+    assert!(
+        matches!(
+            &err,
+            ConnectError::PasswordRequired { .. }
+                | ConnectError::Ssh {
+                    failure: SshFailure::AuthFailed,
+                    ..
+                }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("Permission denied"), "{err}");
+    router.shutdown().await;
+}
