@@ -121,7 +121,7 @@ impl MountNamespace {
         let fake = dir.join("uname");
         std::fs::write(
             &fake,
-            "#!/bin/sh\ncase $1 in -m) echo aarch64;; *) echo Linux;; esac\n",
+            "#!/bin/sh\ncase $1 in -m) echo aarch64;; -sm) echo Linux aarch64;; *) echo Linux;; esac\n",
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
