@@ -84,9 +84,10 @@ struct Report {
 impl Report {
     /// Records the median, min and max of `v`; nothing when `v` is empty
     /// (the measurement was not selected).
-    fn median(&mut self, key: &str, mut v: Vec<f64>) {
+    /// Returns the median recorded, for ratios between measurements.
+    fn median(&mut self, key: &str, mut v: Vec<f64>) -> Option<f64> {
         if v.is_empty() {
-            return;
+            return None;
         }
         v.sort_by(f64::total_cmp);
         let (med, min, max) = (v[v.len() / 2], v[0], v[v.len() - 1]);
@@ -94,6 +95,7 @@ impl Report {
         self.out.insert(format!("{key}_min"), json!(round(min)));
         self.out.insert(format!("{key}_max"), json!(round(max)));
         self.table.push((key.to_owned(), med, min, max));
+        Some(med)
     }
 
     fn single(&mut self, key: &str, v: f64) {

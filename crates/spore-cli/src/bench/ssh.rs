@@ -243,22 +243,18 @@ pub(super) async fn measure(
             target.host
         );
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (bare, bare_cm, repeat_cm) = (median(&v[0]), median(&v[1]), median(&v[5]));
-    let [bare_v, bare_cm_v, first, repeat, first_cm, repeat_cm_v] = v;
-    r.median("ssh_bare_ms", bare_v);
-    r.median("ssh_bare_cm_ms", bare_cm_v);
+    let [bare, bare_cm, first, repeat, first_cm, repeat_cm] = v;
+    let bare = r.median("ssh_bare_ms", bare);
+    let bare_cm = r.median("ssh_bare_cm_ms", bare_cm);
     r.median("ssh_first_ms", first);
     r.median("ssh_repeat_ms", repeat);
     r.median("ssh_first_cm_ms", first_cm);
-    r.median("ssh_repeat_cm_ms", repeat_cm_v);
+    let repeat_cm = r.median("ssh_repeat_cm_ms", repeat_cm);
     r.single("ssh_first_bytes", first_bytes as f64);
     r.single("ssh_repeat_bytes", repeat_bytes as f64);
-    r.single("ssh_repeat_cm_vs_bare_cm", repeat_cm / bare_cm);
-    r.single("ssh_repeat_cm_vs_bare", repeat_cm / bare);
+    if let (Some(bare), Some(bare_cm), Some(repeat_cm)) = (bare, bare_cm, repeat_cm) {
+        r.single("ssh_repeat_cm_vs_bare_cm", repeat_cm / bare_cm);
+        r.single("ssh_repeat_cm_vs_bare", repeat_cm / bare);
+    }
     Ok(())
 }
