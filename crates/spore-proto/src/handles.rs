@@ -30,6 +30,12 @@ pub const STUB_CALL_SERVICE: u32 = 111;
 /// The first frame a parent sends a new child: its [`crate::messages::ChildConfig`].
 pub const CONFIGURE: u32 = 120;
 
+/// The first handle reserved for services: libraries built on spore that
+/// own a well-known handle in every context (the process layer is one).
+pub const FIRST_SERVICE: u32 = 200;
+/// The last handle reserved for services.
+pub const LAST_SERVICE: u32 = 299;
+
 /// `reply_to` value marking a dead message (its payload is a UTF-8 reason).
 pub const IS_DEAD: u32 = 999;
 

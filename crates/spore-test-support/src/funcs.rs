@@ -370,3 +370,65 @@ pub fn net_namespace() -> Result<String, std::io::Error> {
 pub fn has_controlling_terminal() -> bool {
     std::fs::File::open("/dev/tty").is_ok()
 }
+
+/// A service that records what it receives and which contexts it was told
+/// are lost (`tests/services.rs`).
+pub struct Recorder {
+    router: spore::Router,
+    seen: std::sync::Mutex<Vec<(spore::ContextId, Vec<u8>)>>,
+    lost: std::sync::Mutex<Vec<(spore::ContextId, String)>>,
+}
+
+impl spore::Service for Recorder {
+    const HANDLE: u32 = 290;
+    const NAME: &'static str = "test-recorder";
+    fn start(router: spore::Router) -> Self {
+        Recorder {
+            router,
+            seen: Default::default(),
+            lost: Default::default(),
+        }
+    }
+    fn deliver(&self, from: spore::ContextId, payload: bytes::Bytes) {
+        // "echo:" asks for the rest to be sent back to the sender's recorder.
+        if let Some(rest) = payload.strip_prefix(b"echo:") {
+            let _ = self
+                .router
+                .send_to_service::<Recorder>(from, [b"echoed:".as_slice(), rest].concat());
+        }
+        self.seen.lock().unwrap().push((from, payload.to_vec()));
+    }
+    fn contexts_lost(&self, lost: &[spore::ContextId], detail: &str) {
+        let mut l = self.lost.lock().unwrap();
+        l.extend(lost.iter().map(|id| (*id, detail.to_owned())));
+    }
+}
+spore::service!(Recorder);
+
+impl Recorder {
+    /// What it received so far, from whom.
+    pub fn seen(&self) -> Vec<(spore::ContextId, Vec<u8>)> {
+        self.seen.lock().unwrap().clone()
+    }
+    /// The contexts it was told are lost.
+    pub fn lost(&self) -> Vec<(spore::ContextId, String)> {
+        self.lost.lock().unwrap().clone()
+    }
+}
+
+/// What this context's [`Recorder`] has received.
+#[spore::remote]
+pub fn recorder_seen() -> Vec<(spore::ContextId, Vec<u8>)> {
+    spore::Router::current()
+        .expect("a child context")
+        .service::<Recorder>()
+        .seen()
+}
+
+/// Sends `payload` from this context to the [`Recorder`] in `to`.
+#[spore::remote]
+pub fn recorder_send(to: spore::ContextId, payload: Vec<u8>) -> Result<(), spore::SendError> {
+    spore::Router::current()
+        .expect("a child context")
+        .send_to_service::<Recorder>(to, payload)
+}

@@ -44,6 +44,7 @@ mod images;
 mod logging;
 mod pool;
 mod router;
+mod service;
 mod stream;
 mod sys;
 
@@ -56,6 +57,7 @@ pub use channel::{Receiver, RecvError, Select, SelectCloser, SendError, Sender};
 pub use error::ConnectError;
 pub use images::this_platform;
 pub use router::{Context, OutputLine, OutputStream, PendingCall, Router, RouterBuilder};
+pub use service::{FIRST_SERVICE, LAST_SERVICE, Service};
 pub use spore_proto::ContextId;
 pub use spore_proto::messages::{RemoteError, RemoteErrorKind};
 
@@ -183,5 +185,6 @@ pub mod __private {
         BoxFuture, Failure, Invoke, REMOTE_FUNCTIONS, RemoteEntry, RemoteResult, decode_args,
         encode_result, encode_value,
     };
+    pub use crate::service::{SERVICES, ServiceEntry};
     pub use linkme;
 }

@@ -267,6 +267,8 @@ pub(crate) struct Inner {
     /// Set once, when this context starts shutting down; connects in
     /// progress watch it and abort.
     shutting_down: watch::Sender<bool>,
+    /// Running services, by handle (see `service.rs`).
+    pub(crate) services: Mutex<HashMap<u32, Arc<dyn crate::service::Running>>>,
 }
 
 impl Inner {
@@ -306,6 +308,7 @@ impl Inner {
             output,
             images: Default::default(),
             shutting_down: watch::channel(false).0,
+            services: Mutex::new(HashMap::new()),
         })
     }
 
@@ -780,6 +783,10 @@ impl Inner {
                 // message: the message is dropped with it.
                 let _ = tx.send(Reply::Frame(frame));
             }
+            None if (handles::FIRST_SERVICE..=handles::LAST_SERVICE).contains(&handle) => {
+                drop(handles);
+                self.deliver_to_service(frame);
+            }
             None => {
                 drop(handles);
                 let reason = format!("invalid handle {handle} in {}", self.name);
@@ -891,6 +898,7 @@ impl Inner {
         for sink in self.take_sinks(|s| s.respondent().is_some_and(|c| lost.contains(&c))) {
             sink.fail(detail);
         }
+        self.services_lost(lost, detail);
         let mut tell: Vec<(StreamId, Vec<ContextId>)> = Vec::new();
         for (stream, talked_to) in self.egress.lock().unwrap().iter_mut() {
             let ids = talked_to.take_lost(lost);
@@ -1793,10 +1801,12 @@ impl Router {
     /// }
     /// ```
     pub fn current() -> Option<Router> {
-        crate::bootstrap::child::inner().map(|inner| Router {
-            inner: inner.clone(),
-            io: None,
-        })
+        crate::bootstrap::child::inner().map(|inner| Router::handle_on(inner.clone()))
+    }
+
+    /// A handle on `inner` that does not own its I/O thread.
+    pub(crate) fn handle_on(inner: Arc<Inner>) -> Router {
+        Router { inner, io: None }
     }
 
     /// Prepares a new local context (a child process on this machine).
@@ -1923,6 +1933,7 @@ impl Drop for Router {
             return;
         };
         self.inner.begin_shutdown();
+        self.inner.stop_services();
         let _ = io.stop.send(());
         let _ = io.thread.join();
         self.inner.close_all_streams("the router was dropped");
