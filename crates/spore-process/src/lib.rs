@@ -1,0 +1,67 @@
+//! Erlang's process model on spore: lightweight processes with mailboxes,
+//! in any context of the tree, with selective receive, links, monitors,
+//! names and exit signals that follow Erlang's rules exactly.
+//!
+//! A process is an async block run by its context's [`Node`]. Inside it,
+//! the free functions of this crate are Erlang's BIFs: [`self_pid`],
+//! [`spawn`], [`send`], [`receive`], [`link`], [`monitor`], [`exit`],
+//! [`trap_exit`], [`register`]…
+//!
+//! ```
+//! use spore_process::*;
+//!
+//! let node = Node::new();
+//! let reason = node.run_blocking(async {
+//!     trap_exit(true);
+//!     let worker = spawn_link(async {
+//!         let job: u32 = receive().await;
+//!         if job == 0 {
+//!             return Err(Reason::error("job 0 is not a job"));
+//!         }
+//!         Ok(())
+//!     });
+//!     send(worker, 0u32);
+//!     let Exit { from, reason } = receive::<Exit>().await;
+//!     assert_eq!(from, worker);
+//!     reason
+//! });
+//! assert_eq!(reason, Ok(Reason::error("job 0 is not a job")));
+//! ```
+//!
+//! # How processes run
+//!
+//! Every process of a context runs on that context's process thread
+//! (`spore-proc`), as a task of a current-thread runtime: spawning costs
+//! an allocation or two, a message between two processes is a push onto a
+//! queue, and every signal between processes of one context is handled
+//! in the order it was sent. A process gives the thread back at each
+//! `.await` that is not ready; a process that computes for long without
+//! awaiting holds up the others (move such work to a thread, as with any
+//! async runtime). A panic in a process ends that process only, with
+//! [`Reason::Panic`]; this crate needs `panic = "unwind"` (the default).
+//!
+//! # Across contexts
+//!
+//! Pids name a context and a process there; [`send`], [`link`],
+//! [`monitor`] and [`exit`] work the same whichever context the other
+//! process lives in. When a context is lost, every link to a process there
+//! gets an exit signal `noconnection` and every monitor a DOWN
+//! `noconnection`.
+#![warn(missing_docs)]
+
+mod api;
+mod envelope;
+mod node;
+mod remote;
+mod types;
+
+pub use api::{
+    NameError, Node, ProcessInfo, SendError, Status, demonitor, exit, exit_self, is_alive, link,
+    monitor, process_info, processes, receive, receive_match, receive_match_timeout,
+    receive_timeout, register, self_pid, send, send_named, send_wait, spawn, spawn_link,
+    spawn_monitor, spawn_opt, trap_exit, try_send, unlink, unregister, whereis,
+};
+pub use envelope::{Envelope, Undecodable};
+pub use node::{SpawnError, SpawnOptions};
+pub use remote::PROCESS_HANDLE;
+pub use types::{Down, Exit, Message, Pid, ProcessResult, Reason, Ref};
