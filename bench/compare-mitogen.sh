@@ -59,6 +59,7 @@ while [ $# -gt 0 ]; do
 done
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/compare-mitogen.XXXXXX")"
+# shellcheck disable=SC2317  # (run by the EXIT trap)
 cleanup() { rm -rf "$TMP"; }
 trap cleanup EXIT
 
@@ -121,181 +122,47 @@ else
     "$SPORE_BIN" "${spore_args[@]}" > "$SPORE_JSON"
 fi
 
-# --- table (stdlib python only)
+# --- table (bench_table.py: stdlib python only)
 TABLE="$TMP/table.txt"
 set +e
-"$PYTHON" - "$MITOGEN_JSON" "$SPORE_JSON" > "$TABLE" <<'PY'
-import json
+"$PYTHON" -B - "$BENCH_DIR" "$MITOGEN_JSON" "$SPORE_JSON" > "$TABLE" <<'PY'
 import sys
 
+sys.path.insert(0, sys.argv[1])
+import bench_table as t  # noqa: E402
 
-def load(path, who):
-    with open(path) as f:
-        text = f.read()
-    # Tolerate log lines before/after the object: take the last JSON line.
-    for line in reversed(text.strip().splitlines()):
-        line = line.strip()
-        if line.startswith('{'):
-            try:
-                return json.loads(line)
-            except ValueError:
-                pass
-    try:
-        return json.loads(text)
-    except ValueError:
-        sys.exit('%s: no JSON object in its output:\n%s' % (who, text[:2000]))
-
-
-m = load(sys.argv[1], 'mitogen')
-s = load(sys.argv[2], 'spore')
-
-# key -> (unit, lower is better, target ratio or None, target label)
-KNOWN = [
-    ('bootstrap_local_ms', 'ms', True, 40, '>=40x'),
-    ('bootstrap_bytes', 'B', True, None, ''),
-    ('rtt_us', 'us', True, 20, '>=20x'),
-    ('throughput_1mib_mbps', 'MB/s', False, None, ''),
-    ('throughput_64mib_mbps', 'MB/s', False, 10, '>=10x'),
-    ('calls_per_s', '1/s', False, 50, '>=50x'),
-    ('rtt_depth3_us', 'us', True, 15, '>=15x'),
-    ('throughput_1mib_depth3_mbps', 'MB/s', False, 10, '>=10x'),
-    ('start_100_local_s', 's', True, 30, '>=30x'),
-    ('child_rss_kib', 'KiB', True, 5, '<=1/5'),
-    ('parent_death_exit_ms', 'ms', True, None, ''),
+# key, unit, lower is better, target (how many times better spore must be)
+ROWS = [
+    ('bootstrap_local_ms', 'ms', True, t.Ratio(40, '>=40x')),
+    ('bootstrap_bytes', 'B', True, None),
+    ('rtt_us', 'us', True, t.Ratio(20, '>=20x')),
+    ('throughput_1mib_mbps', 'MB/s', False, None),
+    ('throughput_64mib_mbps', 'MB/s', False, t.Ratio(10, '>=10x')),
+    ('calls_per_s', '1/s', False, t.Ratio(50, '>=50x')),
+    ('rtt_depth3_us', 'us', True, t.Ratio(15, '>=15x')),
+    ('throughput_1mib_depth3_mbps', 'MB/s', False, t.Ratio(10, '>=10x')),
+    ('start_100_local_s', 's', True, t.Ratio(30, '>=30x')),
+    ('child_rss_kib', 'KiB', True, t.Ratio(5, '<=1/5')),
+    ('parent_death_exit_ms', 'ms', True, None),
     # Bootstrap over ssh (with --ssh): faster than Mitogen's ssh() on every row.
-    ('ssh_first_ms', 'ms', True, 1, '>1x'),
-    ('ssh_repeat_ms', 'ms', True, 1, '>1x'),
-    ('ssh_first_cm_ms', 'ms', True, 1, '>1x'),
-    ('ssh_repeat_cm_ms', 'ms', True, 1, '>1x'),
-    ('ssh_first_bytes', 'B', True, None, ''),
-    ('ssh_repeat_bytes', 'B', True, None, ''),
-    ('ssh_bare_ms', 'ms', True, None, ''),
-    ('ssh_bare_cm_ms', 'ms', True, None, ''),
+    ('ssh_first_ms', 'ms', True, t.Ratio(1, '>1x')),
+    ('ssh_repeat_ms', 'ms', True, t.Ratio(1, '>1x')),
+    ('ssh_first_cm_ms', 'ms', True, t.Ratio(1, '>1x')),
+    ('ssh_repeat_cm_ms', 'ms', True, t.Ratio(1, '>1x')),
+    ('ssh_first_bytes', 'B', True, None),
+    ('ssh_repeat_bytes', 'B', True, None),
+    ('ssh_bare_ms', 'ms', True, None),
+    ('ssh_bare_cm_ms', 'ms', True, None),
 ]
-SSH_KEYS = {k for k in [r[0] for r in KNOWN] if k.startswith('ssh_')}
+# No --ssh: no ssh rows.
+SSH_KEYS = {r[0] for r in ROWS if r[0].startswith('ssh_')}
 # spore's own targets: (key, limit, label); met when spore's value <= limit.
 LIMITS = [
     ('ssh_repeat_bytes', 2048, 'repeat contact <= 2 KB'),
     ('ssh_repeat_cm_vs_bare', 1.3, 'through ControlMaster <= 1.3x bare ssh (new connection)'),
     ('ssh_repeat_cm_vs_bare_cm', 1.3, 'through ControlMaster <= 1.3x bare ssh through it too'),
 ]
-META = {'tool', 'version'}
-SUFFIXES_LOWER = ('_ms', '_us', '_ns', '_s', '_bytes', '_kib', '_mib', '_b')
-SUFFIXES_HIGHER = ('_mbps', '_per_s', '_ops', '_rate')
-
-
-def is_range_key(k):
-    return k.endswith('_min') or k.endswith('_max')
-
-
-def num(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def fmt(v):
-    if not num(v):
-        return '-' if v is None else str(v)
-    if isinstance(v, int):
-        return str(v)
-    a = abs(v)
-    if a >= 100:
-        return '%.0f' % v
-    if a >= 10:
-        return '%.1f' % v
-    if a >= 0.1:
-        return '%.2f' % v
-    return '%.3g' % v
-
-
-def cell(d, k):
-    if k not in d:
-        return '-'
-    v = d[k]
-    if v is None:
-        return '-'
-    lo, hi = d.get(k + '_min'), d.get(k + '_max')
-    if num(lo) and num(hi):
-        return '%s (%s-%s)' % (fmt(v), fmt(lo), fmt(hi))
-    return fmt(v)
-
-
-def ratio(mv, sv, lower):
-    if not (num(mv) and num(sv)):
-        return None
-    if lower:
-        return mv / sv if sv > 0 else (float('inf') if mv > 0 else None)
-    return sv / mv if mv > 0 else (float('inf') if sv > 0 else None)
-
-
-def fmt_ratio(r):
-    if r is None:
-        return '-'
-    if r == float('inf'):
-        return 'inf'
-    return ('%.1fx' if r >= 10 else '%.2fx') % r
-
-
-rows = [('metric', 'unit', 'mitogen median (min-max)',
-         'spore median (min-max)', 'ratio', 'target')]
-met = missed = 0
-known_keys = set()
-for key, unit, lower, target, label in KNOWN:
-    known_keys.add(key)
-    if key in SSH_KEYS and key not in s:
-        continue  # no --ssh: no ssh rows
-    r = ratio(m.get(key), s.get(key), lower)
-    if target is None:
-        tcell = ''
-    elif r is None:
-        tcell = '%s n/a' % label
-        missed += 1
-    elif r >= target:
-        tcell = '%s met' % label
-        met += 1
-    else:
-        tcell = '%s MISSED' % label
-        missed += 1
-    rows.append((key, unit, cell(m, key), cell(s, key), fmt_ratio(r), tcell))
-
-# Keys only one side has (e.g. spore's bootstrap_firststage_ms): shown, and
-# compared only when both sides report them.
-extra = [k for k in list(s) + list(m)
-         if k not in known_keys and k not in META and not is_range_key(k)]
-seen = set()
-for key in extra:
-    if key in seen:
-        continue
-    seen.add(key)
-    r = None
-    if key in m and key in s:
-        if key.endswith(SUFFIXES_HIGHER):
-            r = ratio(m[key], s[key], False)
-        elif key.endswith(SUFFIXES_LOWER):
-            r = ratio(m[key], s[key], True)
-    rows.append((key, '', cell(m, key), cell(s, key), fmt_ratio(r), ''))
-
-widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-right = {2, 3, 4}
-print('mitogen %s vs spore %s' % (m.get('version', '?'), s.get('version', '?')))
-for i, row in enumerate(rows):
-    print('  '.join(c.rjust(widths[j]) if j in right else c.ljust(widths[j])
-                    for j, c in enumerate(row)).rstrip())
-    if i == 0:
-        print('  '.join('-' * w for w in widths))
-print('ratio = times better spore is (mitogen/spore for times and sizes, '
-      'spore/mitogen for throughputs and rates)')
-for key, limit, label in LIMITS:
-    if key not in s:
-        continue
-    v = s[key]
-    ok = num(v) and v <= limit
-    print('spore %s: %s = %s (%s)' % (label, key, fmt(v), 'met' if ok else 'MISSED'))
-    if ok:
-        met += 1
-    else:
-        missed += 1
-print('targets: %d met, %d missed or not measured' % (met, missed))
-sys.exit(3 if missed else 0)
+t.main('mitogen', ROWS, sys.argv[2], sys.argv[3], limits=LIMITS, spore_only=SSH_KEYS)
 PY
 table_rc=$?
 set -e
