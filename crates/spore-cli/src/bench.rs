@@ -1,6 +1,7 @@
 //! `spore bench`: the numbers, as programs measure them (never as timed
 //! assertions in tests). Medians with min and max.
 
+pub mod processes;
 pub mod ssh;
 
 use std::collections::HashMap;
@@ -102,10 +103,45 @@ impl Report {
         self.out.insert(key.to_owned(), json!(round(v)));
         self.table.push((key.to_owned(), v, v, v));
     }
+
+    /// A report naming the tool and its version.
+    fn new() -> Self {
+        let mut out = Map::new();
+        out.insert("tool".into(), json!("spore"));
+        out.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+        Report {
+            out,
+            table: Vec::new(),
+        }
+    }
+
+    /// Prints one JSON object, or a table of median, min and max.
+    fn print(self, as_json: bool) {
+        if as_json {
+            println!("{}", Value::Object(self.out));
+        } else {
+            println!(
+                "{:<28} {:>14} {:>14} {:>14}",
+                "metric", "median", "min", "max"
+            );
+            for (k, med, min, max) in self.table {
+                println!("{k:<28} {med:>14.3} {min:>14.3} {max:>14.3}");
+            }
+        }
+    }
 }
 
 fn round(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
+}
+
+/// Which numbers `spore bench` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// Contexts: bootstrap, calls, throughput, trees, memory, parent death.
+    Contexts,
+    /// Processes: spawn, memory per process, messages, crash to DOWN.
+    Processes,
 }
 
 /// What `spore bench` measures and how it reports.
@@ -126,13 +162,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<ExitCode> {
     let want = |key: &str| only.is_empty() || only.iter().any(|p| key.starts_with(p.as_str()));
     // How often to repeat a measurement: not at all when it is not selected.
     let runs = |key: &str, n: usize| if want(key) { n } else { 0 };
-    let mut r = Report {
-        out: Map::new(),
-        table: Vec::new(),
-    };
-    r.out.insert("tool".into(), json!("spore"));
-    r.out
-        .insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+    let mut r = Report::new();
     let router = Router::new()?;
 
     if let Some(target) = &opts.ssh {
@@ -246,17 +276,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<ExitCode> {
         r.median(key, death);
     }
 
-    if as_json {
-        println!("{}", Value::Object(r.out));
-    } else {
-        println!(
-            "{:<28} {:>14} {:>14} {:>14}",
-            "metric", "median", "min", "max"
-        );
-        for (k, med, min, max) in r.table {
-            println!("{k:<28} {med:>14.3} {min:>14.3} {max:>14.3}");
-        }
-    }
+    r.print(as_json);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -140,6 +140,11 @@ enum Command {
     /// bytes written to the context's stream.
     /// Medians with min and max.
     Bench {
+        /// What to measure: `contexts` (bootstrap, calls, throughput,
+        /// trees, memory, parent death; the default) or `processes` (spawn,
+        /// memory per process, message passing, crash to DOWN).
+        #[arg(value_enum, default_value_t = bench::Suite::Contexts)]
+        suite: bench::Suite,
         /// Also measure bootstrap over ssh to this host:
         /// `ssh:[USER@]HOST[:PORT]` (with `--ssh-config` for another ssh
         /// config file; the host may be a `Host` of it).
@@ -198,6 +203,7 @@ fn main() -> ExitCode {
             Command::Ping { targets } => ping(&cli, targets).await,
             Command::Run { targets, command } => run(&cli, targets, command).await,
             Command::Bench {
+                suite,
                 json,
                 quick,
                 only,
@@ -212,7 +218,10 @@ fn main() -> ExitCode {
                         .map(|t| bench_target(&cli, t))
                         .transpose()?,
                 };
-                bench::run(&opts).await
+                match suite {
+                    bench::Suite::Contexts => bench::run(&opts).await,
+                    bench::Suite::Processes => bench::processes::run(&opts).await,
+                }
             }
             Command::BenchMaster { depth } => bench::master(*depth).await,
         }

@@ -1,0 +1,219 @@
+//! `spore bench processes`: the process layer's numbers (spawn, memory per
+//! process, message passing, crash to DOWN), each on a fresh node.
+
+use std::cell::Cell;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use spore_process::{
+    Down, Node, Pid, Reason, Status, exit_self, process_info, receive, receive_match, self_pid,
+    send, spawn, spawn_monitor,
+};
+
+use super::Report;
+
+/// Sizes of one run; `--quick` shrinks them to a smoke test.
+struct Sizes {
+    spawn_n: usize,
+    spawn_runs: usize,
+    million: usize,
+    pingpong_n: usize,
+    throughput_n: usize,
+    runs: usize,
+    crashes: usize,
+}
+
+const FULL: Sizes = Sizes {
+    spawn_n: 100_000,
+    spawn_runs: 5,
+    million: 1_000_000,
+    pingpong_n: 200_000,
+    throughput_n: 2_000_000,
+    runs: 7,
+    crashes: 2000,
+};
+
+const QUICK: Sizes = Sizes {
+    spawn_n: 10_000,
+    spawn_runs: 1,
+    million: 100_000,
+    pingpong_n: 10_000,
+    throughput_n: 100_000,
+    runs: 1,
+    crashes: 100,
+};
+
+pub async fn run(opts: &super::Options) -> anyhow::Result<ExitCode> {
+    let s = if opts.quick { QUICK } else { FULL };
+    let want =
+        |key: &str| opts.only.is_empty() || opts.only.iter().any(|p| key.starts_with(p.as_str()));
+    let mut r = Report::new();
+
+    // Memory first, while the allocator holds nothing freed by earlier runs.
+    if want("spawn_us") || want("bytes_per_process") {
+        let mut spawn_us = Vec::new();
+        let mut bytes = Vec::new();
+        for _ in 0..s.spawn_runs {
+            let (secs, grew) = spawn_idle(s.spawn_n).await?;
+            spawn_us.push(secs * 1e6 / s.spawn_n as f64);
+            bytes.push(grew as f64 / s.spawn_n as f64);
+        }
+        r.median("spawn_us", spawn_us);
+        // The first run is the one that had to grow the heap.
+        r.single("bytes_per_process", bytes[0]);
+    }
+    if want("spawn_1m_s") || want("rss_1m_mib") {
+        let (secs, _) = spawn_idle(s.million).await?;
+        r.single("spawn_1m_s", secs * (1_000_000.0 / s.million as f64));
+        r.single("rss_1m_mib", peak_rss_kib()? as f64 / 1024.0);
+    }
+    if want("pingpong_local_us") {
+        let mut v = Vec::new();
+        for _ in 0..s.runs {
+            v.push(pingpong_us(s.pingpong_n).await?);
+        }
+        r.median("pingpong_local_us", v);
+    }
+    if want("throughput_local_msgs_per_s") {
+        let mut v = Vec::new();
+        for _ in 0..s.runs {
+            v.push(throughput(s.throughput_n).await?);
+        }
+        r.median("throughput_local_msgs_per_s", v);
+    }
+    if want("crash_to_down_us") {
+        r.median("crash_to_down_us", crash_to_down_us(s.crashes).await?);
+    }
+    r.print(opts.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Spawns `n` processes that wait in a receive, on a fresh node; returns
+/// the seconds until the last one waits and the RSS growth in bytes.
+async fn spawn_idle(n: usize) -> anyhow::Result<(f64, u64)> {
+    let node = Node::new();
+    let out = node
+        .run(async move {
+            let before = rss_bytes();
+            let t = Instant::now();
+            let mut last = self_pid();
+            for _ in 0..n {
+                last = spawn(async {
+                    let () = receive().await;
+                });
+            }
+            // Processes run in spawn order: when the last one waits, all do.
+            while process_info(last).map(|i| i.status) != Some(Status::Waiting) {
+                tokio::task::yield_now().await;
+            }
+            let secs = t.elapsed().as_secs_f64();
+            (secs, rss_bytes().saturating_sub(before))
+        })
+        .await
+        .map_err(|reason| anyhow::anyhow!("the spawning process ended: {reason}"))?;
+    node.stop();
+    Ok(out)
+}
+
+/// µs per round trip of a message between two processes.
+async fn pingpong_us(n: usize) -> anyhow::Result<f64> {
+    on_fresh_node(async move {
+        let me = self_pid();
+        let echo = spawn(async move {
+            loop {
+                let (from, i): (Pid, u64) = receive().await;
+                send(from, i);
+            }
+        });
+        for i in 0..1000u64 {
+            send(echo, (me, i));
+            let _: u64 = receive().await;
+        }
+        let t = Instant::now();
+        for i in 0..n as u64 {
+            send(echo, (me, i));
+            let got: u64 = receive().await;
+            debug_assert_eq!(got, i);
+        }
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    })
+    .await
+}
+
+/// Messages per second from one process to another, until the receiver
+/// has taken the last one.
+async fn throughput(n: usize) -> anyhow::Result<f64> {
+    on_fresh_node(async move {
+        let me = self_pid();
+        let rx = spawn(async move {
+            for _ in 0..n {
+                let _: u64 = receive().await;
+            }
+            send(me, ());
+        });
+        let t = Instant::now();
+        for i in 0..n as u64 {
+            send(rx, i);
+        }
+        let () = receive().await;
+        n as f64 / t.elapsed().as_secs_f64()
+    })
+    .await
+}
+
+thread_local! {
+    /// When the crashing process crashed (all processes share a thread).
+    static CRASHED_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// µs from a monitored process ending abnormally to its DOWN being
+/// received, `n` times.
+async fn crash_to_down_us(n: usize) -> anyhow::Result<Vec<f64>> {
+    on_fresh_node(async move {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (victim, mref) = spawn_monitor(async {
+                let () = receive().await;
+                CRASHED_AT.set(Some(Instant::now()));
+                exit_self(Reason::error("crash"));
+            });
+            send(victim, ());
+            let _: Down = receive_match(|m| m.take_if::<Down>(|d| d.mref == mref)).await;
+            let at = CRASHED_AT.take().expect("the process crashed");
+            v.push(at.elapsed().as_secs_f64() * 1e6);
+        }
+        v
+    })
+    .await
+}
+
+/// Runs `fut` in a process of a fresh node, then stops the node.
+async fn on_fresh_node<T: Send + 'static>(
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let node = Node::new();
+    let out = node
+        .run(fut)
+        .await
+        .map_err(|reason| anyhow::anyhow!("the measuring process ended: {reason}"));
+    node.stop();
+    out
+}
+
+/// This process's resident memory in bytes (0 if /proc says nothing).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * rustix::param::page_size() as u64)
+}
+
+/// The peak resident memory of this process (VmHWM), in KiB.
+fn peak_rss_kib() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/self/status"))
+}
