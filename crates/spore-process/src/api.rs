@@ -20,7 +20,7 @@ use crate::types::{Exit, Message, Pid, ProcessResult, Reason, Ref};
 ///
 /// Outside a process: the process API is for code running in one (start
 /// one with [`Node::spawn`] or [`Node::run`]).
-fn current(what: &str) -> (Rc<Local>, Rc<Proc>) {
+pub(crate) fn current(what: &str) -> (Rc<Local>, Rc<Proc>) {
     let local = node::local();
     match local.as_ref().and_then(|l| l.current()) {
         Some(p) => (local.unwrap(), p),
@@ -112,7 +112,7 @@ pub fn send<M: Message>(to: Pid, msg: M) {
 
 pub(crate) fn send_from<M: Message>(local: &Rc<Local>, from: Pid, to: Pid, msg: M) {
     if to.context != local.context() {
-        return crate::remote::send(local, from, to, msg);
+        return crate::remote::send(local, from, to, None, msg);
     }
     if let Some(p) = local.lookup(to) {
         local.deliver(&p, Envelope::local(msg));

@@ -50,6 +50,7 @@
 #![warn(missing_docs)]
 
 mod api;
+pub mod call;
 mod envelope;
 mod node;
 mod remote;

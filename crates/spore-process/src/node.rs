@@ -160,6 +160,9 @@ pub(crate) struct Ext {
     exit_hooks: Vec<ExitHook>,
     /// The process in another context this one waits to hear is linked.
     pub(crate) awaiting_link: Option<Pid>,
+    /// Active aliases: references that messages may be addressed to
+    /// ([`crate::call`] replies). A message to an inactive alias is dropped.
+    pub(crate) aliases: FxHashSet<Ref>,
 }
 
 impl ProcState {
@@ -402,6 +405,16 @@ impl Local {
     pub(crate) fn deliver(&self, to: &Proc, env: Envelope) {
         let mut st = to.st.borrow_mut();
         if st.alive {
+            st.push(env);
+        }
+    }
+
+    /// Appends `env` to `to`'s mailbox if `alias` is one of its active
+    /// aliases (else it is dropped: a late reply to a call that gave up).
+    pub(crate) fn deliver_to_alias(&self, to: &Proc, alias: Ref, env: Envelope) {
+        let mut st = to.st.borrow_mut();
+        let active = st.ext_ref().is_some_and(|e| e.aliases.contains(&alias));
+        if st.alive && active {
             st.push(env);
         }
     }

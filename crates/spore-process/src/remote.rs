@@ -37,6 +37,13 @@ pub(crate) enum Wire {
         name: String,
         tag: u64,
     },
+    /// A message to an alias of `to`; dropped unless the alias is active.
+    MsgAlias {
+        from: Pid,
+        to: Pid,
+        alias: Ref,
+        tag: u64,
+    },
     /// `from` linked itself to `to`; `to`'s node answers with `LinkReply`.
     Link {
         from: Pid,
@@ -83,6 +90,7 @@ impl Wire {
         match self {
             Wire::Msg { from, .. }
             | Wire::MsgNamed { from, .. }
+            | Wire::MsgAlias { from, .. }
             | Wire::Link { from, .. }
             | Wire::Unlink { from, .. }
             | Wire::Exit { from, .. }
@@ -158,8 +166,9 @@ fn post(local: &Local, to: ContextId, wire: &Wire, body: Option<&[u8]>) {
     }
 }
 
-/// Sends a message to a process in another context.
-pub(crate) fn send<M: Message>(local: &Rc<Local>, from: Pid, to: Pid, msg: M) {
+/// Sends a message to a process in another context (to an alias of it,
+/// if `alias` is given).
+pub(crate) fn send<M: Message>(local: &Rc<Local>, from: Pid, to: Pid, alias: Option<Ref>, msg: M) {
     let body = match postcard::to_stdvec(&msg) {
         Ok(b) => b,
         Err(e) => {
@@ -170,10 +179,15 @@ pub(crate) fn send<M: Message>(local: &Rc<Local>, from: Pid, to: Pid, msg: M) {
             return;
         }
     };
-    let wire = Wire::Msg {
-        from,
-        to,
-        tag: type_tag::<M>(),
+    let tag = type_tag::<M>();
+    let wire = match alias {
+        None => Wire::Msg { from, to, tag },
+        Some(alias) => Wire::MsgAlias {
+            from,
+            to,
+            alias,
+            tag,
+        },
     };
     post(local, to.context, &wire, Some(&body));
 }
@@ -307,6 +321,11 @@ fn on_frame(local: &Rc<Local>, src: ContextId, payload: Bytes) {
         Wire::Msg { to, tag, .. } => {
             if let Some(p) = local.lookup(to) {
                 local.deliver(&p, Envelope::remote(tag, payload.slice(rest..)));
+            }
+        }
+        Wire::MsgAlias { to, alias, tag, .. } => {
+            if let Some(p) = local.lookup(to) {
+                local.deliver_to_alias(&p, alias, Envelope::remote(tag, payload.slice(rest..)));
             }
         }
         Wire::MsgNamed { name, tag, .. } => {

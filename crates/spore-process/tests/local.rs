@@ -654,3 +654,82 @@ fn a_node_spawns_and_sends_from_outside_and_stops() {
     assert!(matches!(node.spawn(async {}), Err(SpawnError::Stopped(0))));
     assert_eq!(node.run_blocking(async { 1 }), Err(Reason::Noproc));
 }
+
+/// A server answering `u32` requests with their double after `delay_ms`,
+/// or ending with an error on 0.
+async fn doubler() {
+    loop {
+        let req: call::Request<(u32, u64)> = receive().await;
+        let (n, delay_ms) = req.body;
+        if delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+        if n == 0 {
+            exit_self(Reason::error("zero"));
+        }
+        call::reply(&req.from, n * 2);
+    }
+}
+
+#[test]
+fn a_call_returns_the_reply_by_pid_and_by_name() {
+    run(async {
+        let server = spawn(doubler());
+        register("doubler", server).unwrap();
+        let by_pid: u32 = call::call(server, (21u32, 0u64), None).await.unwrap();
+        let by_name: u32 = call::call("doubler", (4u32, 0u64), None).await.unwrap();
+        assert_eq!((by_pid, by_name), (42, 8));
+        // Nothing is left behind: no monitor, no message.
+        let me = process_info(self_pid()).unwrap();
+        assert!(me.monitors.is_empty() && me.mailbox_len == 0, "{me:?}");
+    });
+}
+
+#[test]
+fn a_call_fails_at_once_when_the_server_dies_or_does_not_exist() {
+    run(async {
+        let server = spawn(doubler());
+        let t = Instant::now();
+        let err = call::call::<_, u32>(server, (0u32, 0u64), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), Some(&Reason::error("zero")));
+        assert!(t.elapsed() < Duration::from_secs(1));
+        let err = call::call::<_, u32>(server, (1u32, 0u64), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), Some(&Reason::Noproc));
+        let err = call::call::<_, u32>("nobody", (1u32, 0u64), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), Some(&Reason::Noproc));
+        assert!(err.to_string().contains("\"nobody\""), "{err}");
+    });
+}
+
+#[test]
+fn after_a_timeout_the_late_reply_never_appears_and_other_messages_stay_in_order() {
+    run(async {
+        let me = self_pid();
+        let server = spawn(doubler());
+        spawn(async move {
+            send(me, "one".to_string());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            send(me, "two".to_string());
+        });
+        let err = call::call::<_, u32>(server, (5u32, 100u64), Some(Duration::from_millis(50)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, call::CallError::Timeout { .. }), "{err}");
+        // The reply comes at 100 ms; wait past it.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let info = process_info(me).unwrap();
+        assert_eq!(info.mailbox_len, 2, "only the two strings");
+        assert!(info.monitors.is_empty());
+        assert_eq!(receive::<String>().await, "one");
+        assert_eq!(receive::<String>().await, "two");
+        // The server is fine and answers the next call.
+        let n: u32 = call::call(server, (3u32, 0u64), None).await.unwrap();
+        assert_eq!(n, 6);
+    });
+}
