@@ -53,6 +53,7 @@ mod api;
 pub mod call;
 mod envelope;
 mod node;
+mod registry;
 mod remote;
 mod types;
 
@@ -64,5 +65,34 @@ pub use api::{
 };
 pub use envelope::{Envelope, Undecodable};
 pub use node::{SpawnError, SpawnOptions};
-pub use remote::PROCESS_HANDLE;
+pub use registry::{ProcessFunction, registered_processes};
+pub use remote::{PROCESS_HANDLE, spawn_in, spawn_link_in, spawn_monitor_in, spawn_opt_in};
 pub use types::{Down, Exit, Message, Pid, ProcessResult, Reason, Ref};
+
+/// Registers an `async fn` as a process function: any context of the tree
+/// running this build can then be asked to spawn it, by name, with its
+/// arguments serialized ([`spawn_in`] and its variants). Its arguments must
+/// be owned serde types; its output is what a process may return (`()`,
+/// [`Reason`], `Result<(), E>`, or `!`). The function stays callable
+/// locally: `spawn(worker(7))`.
+///
+/// ```
+/// #[spore_process::process]
+/// async fn worker(id: u32) {
+///     let job: String = spore_process::receive().await;
+///     println!("worker {id}: {job}");
+/// }
+///
+/// # use spore_process::ProcessFunction;
+/// # fn name_of<F: ProcessFunction>(_: F) -> &'static str { F::NAME }
+/// assert!(name_of(worker).ends_with("::worker"));
+/// ```
+pub use spore_process_macros::process;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::registry::{
+        BoxProcess, PROCESS_FUNCTIONS, ProcessEntry, decode_args, into_process,
+    };
+    pub use linkme;
+}

@@ -160,6 +160,8 @@ pub(crate) struct Ext {
     exit_hooks: Vec<ExitHook>,
     /// The process in another context this one waits to hear is linked.
     pub(crate) awaiting_link: Option<Pid>,
+    /// The spawn in another context this one waits to hear of.
+    pub(crate) awaiting_spawn: Option<(Ref, ContextId)>,
     /// Active aliases: references that messages may be addressed to
     /// ([`crate::call`] replies). A message to an inactive alias is dropped.
     pub(crate) aliases: FxHashSet<Ref>,

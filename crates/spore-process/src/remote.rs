@@ -14,9 +14,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use spore::ContextId;
 
-use crate::api::{Node, noproc_link};
+use crate::api::{Node, current, noproc_link, receive_match};
 use crate::envelope::Envelope;
-use crate::node::{self, Local, NodeHandle};
+use crate::node::{self, Local, NodeHandle, SpawnError, SpawnOptions};
+use crate::registry::ProcessFunction;
 use crate::types::{Message, Pid, Reason, Ref, type_tag};
 
 /// The process layer's well-known service handle.
@@ -81,13 +82,50 @@ pub(crate) enum Wire {
         pid: Pid,
         reason: Reason,
     },
+    /// Spawn registered process function `function` here, set up as
+    /// `opts` asks; answered with `Spawned` before the process first runs.
+    Spawn {
+        from: Pid,
+        req: Ref,
+        function: String,
+        #[serde(with = "serde_bytes")]
+        args: Vec<u8>,
+        opts: WireSpawnOptions,
+    },
+    /// The answer to `Spawn`, echoing the link and monitor it set up.
+    Spawned {
+        to: Pid,
+        req: Ref,
+        result: Result<Pid, WireSpawnError>,
+        link: bool,
+        monitor: Option<Ref>,
+    },
+}
+
+/// [`SpawnOptions`] as a `Spawn` carries them; the monitor's reference is
+/// made by the caller.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct WireSpawnOptions {
+    link: bool,
+    monitor: Option<Ref>,
+    name: Option<String>,
+    trap_exit: bool,
+    mailbox_bound: Option<u64>,
+}
+
+/// Why a `Spawn` failed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum WireSpawnError {
+    NameTaken { name: String, owner: Pid },
+    Failed(String),
 }
 
 impl Wire {
     /// The process this signal claims to come from, which must live in
-    /// the context that sent the frame.
-    fn sender(&self) -> Pid {
-        match self {
+    /// the context that sent the frame. (`Spawned` claims none: it is
+    /// taken only as the answer its addressee waits for from that context.)
+    fn sender(&self) -> Option<Pid> {
+        Some(match self {
             Wire::Msg { from, .. }
             | Wire::MsgNamed { from, .. }
             | Wire::MsgAlias { from, .. }
@@ -95,10 +133,12 @@ impl Wire {
             | Wire::Unlink { from, .. }
             | Wire::Exit { from, .. }
             | Wire::Monitor { from, .. }
-            | Wire::Demonitor { from, .. } => *from,
+            | Wire::Demonitor { from, .. }
+            | Wire::Spawn { from, .. } => *from,
             Wire::LinkReply { of, .. } => *of,
             Wire::Down { pid, .. } => *pid,
-        }
+            Wire::Spawned { .. } => return None,
+        })
     }
 }
 
@@ -146,11 +186,17 @@ impl spore::Service for NodeService {
 spore::service!(NodeService);
 
 /// Sends a signal (and a message's bytes) to `to`'s context.
-fn post(local: &Local, to: ContextId, wire: &Wire, body: Option<&[u8]>) {
+fn post(local: &Rc<Local>, to: ContextId, wire: &Wire, body: Option<&[u8]>) {
     let Some(router) = &local.shared.router else {
-        tracing::debug!("a signal to context {to} from a node in no tree is dropped: {wire:?}");
-        return;
+        return undeliverable(local, wire, "this process node is in no tree");
     };
+    if let Some(detail) = router.unreachable(to) {
+        return undeliverable(
+            local,
+            wire,
+            &format!("context {to} is unreachable: {detail}"),
+        );
+    }
     let mut payload = match postcard::to_stdvec(wire) {
         Ok(p) => p,
         Err(e) => {
@@ -310,10 +356,9 @@ fn on_frame(local: &Rc<Local>, src: ContextId, payload: Bytes) {
             return;
         }
     };
-    if wire.sender().context != src {
+    if let Some(claimed) = wire.sender().filter(|p| p.context != src) {
         tracing::warn!(
-            "a process signal from context {src} claiming to be from {} was dropped: {wire:?}",
-            wire.sender()
+            "a process signal from context {src} claiming to be from {claimed} was dropped: {wire:?}"
         );
         return;
     }
@@ -396,6 +441,221 @@ fn on_frame(local: &Rc<Local>, src: ContextId, payload: Bytes) {
             pid,
             reason,
         } => local.down(to, mref, pid, reason),
+        Wire::Spawn {
+            from,
+            req,
+            function,
+            args,
+            opts,
+        } => {
+            let (link, monitor) = (opts.link, opts.monitor);
+            let result = spawn_here(local, src, from, &function, &args, opts);
+            let answer = Wire::Spawned {
+                to: from,
+                req,
+                result,
+                link,
+                monitor,
+            };
+            post(local, src, &answer, None);
+        }
+        Wire::Spawned {
+            to,
+            req,
+            result,
+            link,
+            monitor,
+        } => {
+            let Some(p) = local.lookup(to) else { return };
+            let waiting =
+                p.st.borrow()
+                    .ext_ref()
+                    .is_some_and(|e| e.awaiting_spawn == Some((req, src)));
+            if !waiting {
+                return;
+            }
+            if let Ok(child) = &result {
+                // Before anything the child sends can arrive: its exit
+                // signal or DOWN finds the link or monitor in place.
+                let mut st = p.st.borrow_mut();
+                if link {
+                    st.ext().links.insert(*child);
+                }
+                if let Some(mref) = monitor {
+                    st.ext().monitors.insert(mref, *child);
+                }
+            }
+            local.deliver(&p, Envelope::local(SpawnAnswer { req, result }));
+        }
+    }
+}
+
+/// Spawns process function `function` here for `from` (in context `src`),
+/// linked to or monitored by it as `opts` asks, before it first runs.
+fn spawn_here(
+    local: &Rc<Local>,
+    src: ContextId,
+    from: Pid,
+    function: &str,
+    args: &[u8],
+    opts: WireSpawnOptions,
+) -> Result<Pid, WireSpawnError> {
+    let here = local.context();
+    let router = local.shared.router.as_ref();
+    let allowed = src == here || router.is_some_and(|r| r.ancestors().contains(&src));
+    if !allowed {
+        tracing::warn!("context {src} may not spawn {function} in context {here}: refused");
+        return Err(WireSpawnError::Failed(format!(
+            "context {src} may not spawn processes in context {here}: only its ancestors may (as only they may call its functions)"
+        )));
+    }
+    let entry = crate::registry::lookup(function).ok_or_else(|| {
+        WireSpawnError::Failed(format!(
+            "no process function {function} is registered in context {here} (every context must run the same build)"
+        ))
+    })?;
+    let fut = (entry.start)(args).map_err(WireSpawnError::Failed)?;
+    let spawn_opts = SpawnOptions {
+        name: opts.name,
+        trap_exit: opts.trap_exit,
+        mailbox_bound: opts.mailbox_bound.map(|b| b as usize),
+        ..SpawnOptions::default()
+    };
+    let pid = local.shared.next_pid();
+    local
+        .spawn(pid, fut, &spawn_opts, None)
+        .map_err(|e| match e {
+            SpawnError::NameTaken { name, owner } => WireSpawnError::NameTaken { name, owner },
+            other => WireSpawnError::Failed(other.to_string()),
+        })?;
+    if let Some(p) = local.lookup(pid) {
+        let mut st = p.st.borrow_mut();
+        if opts.link {
+            st.ext().links.insert(from);
+        }
+        if let Some(mref) = opts.monitor {
+            st.ext().monitored_by.insert(mref, from);
+        }
+    }
+    Ok(pid)
+}
+
+/// The answer to a spawn in another context, as the spawning process
+/// waits for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SpawnAnswer {
+    req: Ref,
+    result: Result<Pid, WireSpawnError>,
+}
+
+/// Spawns process function `f` with `args` in context `ctx` (this one
+/// included), set up as `opts` asks: linked to or monitored by the caller
+/// before it first runs, even in another context (a child that dies at
+/// once is still reported). Only a context's ancestors may spawn in it, as
+/// only they may call its functions.
+pub async fn spawn_opt_in<F: ProcessFunction>(
+    ctx: &spore::Context,
+    _f: F,
+    args: F::Args,
+    opts: SpawnOptions,
+) -> Result<(Pid, Option<Ref>), SpawnError> {
+    let failed = |detail: String| SpawnError::Remote {
+        context: ctx.name().to_owned(),
+        detail,
+    };
+    let args = postcard::to_stdvec(&args).map_err(|e| failed(format!("arguments: {e}")))?;
+    let target = ctx.id();
+    let (req, mref) = {
+        let (local, me) = current("spawn_in");
+        if target == local.context() {
+            let entry = crate::registry::lookup(F::NAME)
+                .ok_or_else(|| failed(format!("no process function {}", F::NAME)))?;
+            let fut = (entry.start)(&args).map_err(failed)?;
+            let pid = local.shared.next_pid();
+            let mref = local.spawn(pid, fut, &opts, Some(&me))?;
+            return Ok((pid, mref));
+        }
+        let req = local.new_ref();
+        let mref = opts.monitor.then(|| local.new_ref());
+        me.st.borrow_mut().ext().awaiting_spawn = Some((req, target));
+        let wire = Wire::Spawn {
+            from: me.pid,
+            req,
+            function: F::NAME.to_owned(),
+            args,
+            opts: WireSpawnOptions {
+                link: opts.link,
+                monitor: mref,
+                name: opts.name.clone(),
+                trap_exit: opts.trap_exit,
+                mailbox_bound: opts.mailbox_bound.map(|b| b as u64),
+            },
+        };
+        post(&local, target, &wire, None);
+        (req, mref)
+    };
+    let answer = receive_match(|e: &mut Envelope| e.take_if::<SpawnAnswer>(|a| a.req == req)).await;
+    let (_, me) = current("spawn_in");
+    me.st.borrow_mut().ext().awaiting_spawn = None;
+    match answer.result {
+        Ok(pid) => Ok((pid, mref)),
+        Err(WireSpawnError::NameTaken { name, owner }) => {
+            Err(SpawnError::NameTaken { name, owner })
+        }
+        Err(WireSpawnError::Failed(detail)) => Err(failed(detail)),
+    }
+}
+
+/// [`spawn_opt_in`] with default options.
+pub async fn spawn_in<F: ProcessFunction>(
+    ctx: &spore::Context,
+    f: F,
+    args: F::Args,
+) -> Result<Pid, SpawnError> {
+    Ok(spawn_opt_in(ctx, f, args, SpawnOptions::new()).await?.0)
+}
+
+/// [`spawn_opt_in`], linked to the caller.
+pub async fn spawn_link_in<F: ProcessFunction>(
+    ctx: &spore::Context,
+    f: F,
+    args: F::Args,
+) -> Result<Pid, SpawnError> {
+    Ok(spawn_opt_in(ctx, f, args, SpawnOptions::new().link())
+        .await?
+        .0)
+}
+
+/// [`spawn_opt_in`], monitored by the caller.
+pub async fn spawn_monitor_in<F: ProcessFunction>(
+    ctx: &spore::Context,
+    f: F,
+    args: F::Args,
+) -> Result<(Pid, Ref), SpawnError> {
+    let (pid, mref) = spawn_opt_in(ctx, f, args, SpawnOptions::new().monitor()).await?;
+    Ok((pid, mref.expect("a monitor was asked for")))
+}
+
+/// A signal that cannot reach its context: what the sender would have
+/// been told had it arrived, told now (`noconnection`).
+fn undeliverable(local: &Rc<Local>, wire: &Wire, detail: &str) {
+    match wire {
+        Wire::Monitor { from, to, mref } => local.down(*from, *mref, *to, Reason::Noconnection),
+        Wire::Link { from, to } => answer_link(local, *from, *to, Err(Reason::Noconnection)),
+        Wire::Spawn { from, req, .. } => {
+            if let Some(p) = local.lookup(*from) {
+                local.deliver(
+                    &p,
+                    Envelope::local(SpawnAnswer {
+                        req: *req,
+                        result: Err(WireSpawnError::Failed(detail.to_owned())),
+                    }),
+                );
+            }
+        }
+        _ => tracing::debug!(
+            "a process signal for an unreachable context was dropped ({detail}): {wire:?}"
+        ),
     }
 }
 
@@ -425,6 +685,17 @@ fn contexts_lost(local: &Rc<Local>, lost: &[ContextId], detail: &str) {
         };
         if let Some(of) = awaiting {
             answer_link(local, p.pid, of, Err(Reason::Noconnection));
+        }
+        let spawn =
+            p.st.borrow()
+                .ext_ref()
+                .and_then(|e| e.awaiting_spawn)
+                .filter(|(_, ctx)| lost.contains(ctx));
+        if let Some((req, ctx)) = spawn {
+            let result = Err(WireSpawnError::Failed(format!(
+                "context {ctx} was lost: {detail}"
+            )));
+            local.deliver(&p, Envelope::local(SpawnAnswer { req, result }));
         }
         for (mref, target) in monitors {
             local.down(p.pid, mref, target, Reason::Noconnection);

@@ -432,3 +432,64 @@ pub fn recorder_send(to: spore::ContextId, payload: Vec<u8>) -> Result<(), spore
         .expect("a child context")
         .send_to_service::<Recorder>(to, payload)
 }
+
+// Process functions for `tests/processes.rs`.
+use spore_process::{Pid, Reason};
+
+/// Answers `(from, n)` with `n`, forever.
+#[spore_process::process]
+pub async fn echo_proc() {
+    loop {
+        let (from, n): (Pid, u64) = spore_process::receive().await;
+        spore_process::send(from, n);
+    }
+}
+
+/// Sends `words` to `to`, then ends with `reason`.
+#[spore_process::process]
+pub async fn say_then_exit(to: Pid, words: String, reason: Reason) -> Reason {
+    spore_process::send(to, words);
+    reason
+}
+
+/// Waits (trapping exits if asked), reporting every EXIT it gets to
+/// `report` as text.
+#[spore_process::process]
+pub async fn idle_proc(trap: bool, report: Option<Pid>) {
+    spore_process::trap_exit(trap);
+    loop {
+        let exit: spore_process::Exit = spore_process::receive().await;
+        if let Some(r) = report {
+            spore_process::send(r, format!("EXIT {} {}", exit.from, exit.reason));
+        }
+    }
+}
+
+/// Links itself to `pid`, tells `report` how it went, then waits.
+#[spore_process::process]
+pub async fn link_and_report(pid: Pid, report: Pid) {
+    let outcome = spore_process::link(pid).await;
+    spore_process::send(report, format!("{outcome:?}"));
+    std::future::pending::<()>().await
+}
+
+/// A message that refuses to decode when its number is odd: stands for a
+/// receiver whose idea of a type differs from the sender's.
+#[derive(Debug, PartialEq, serde::Serialize)]
+pub struct Picky(pub u32);
+
+impl<'de> serde::Deserialize<'de> for Picky {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(d)?;
+        if n % 2 == 1 {
+            return Err(serde::de::Error::custom(format!("{n} is odd")));
+        }
+        Ok(Picky(n))
+    }
+}
+
+/// Sends `Picky(n)` to `to`.
+#[spore_process::process]
+pub async fn send_picky(to: Pid, n: u32) {
+    spore_process::send(to, Picky(n));
+}

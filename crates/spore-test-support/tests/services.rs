@@ -105,9 +105,7 @@ async fn a_message_for_a_handle_no_service_has_is_refused_with_a_reason() {
     );
     // And an oversized message to a service fails at the sender, naming it.
     let big = vec![0u8; router.max_message_size() as usize + 1];
-    let err = router
-        .send_to_service::<Recorder>(a.id(), big)
-        .unwrap_err();
+    let err = router.send_to_service::<Recorder>(a.id(), big).unwrap_err();
     assert!(err.to_string().contains("290"), "{err}");
     router.shutdown().await;
 }

@@ -178,7 +178,10 @@ impl Inner {
         let mut services = self.services.lock().unwrap();
         // Two threads may race to start it: the first one kept wins, the
         // other instance is stopped and dropped.
-        let kept = services.entry(handle).or_insert_with(|| started.clone()).clone();
+        let kept = services
+            .entry(handle)
+            .or_insert_with(|| started.clone())
+            .clone();
         drop(services);
         if !Arc::ptr_eq(&kept, &started) {
             started.stop();
@@ -280,6 +283,21 @@ impl Router {
     /// This context's ancestors, nearest first (empty in the master).
     pub fn ancestors(&self) -> &[ContextId] {
         &self.inner.parent_ids
+    }
+
+    /// Why context `id` cannot be reached from here, if that is known: it
+    /// was lost (what was observed), or, in the master (which knows every
+    /// context of the tree), there is no such context. `None` when a
+    /// message to it may arrive.
+    pub fn unreachable(&self, id: ContextId) -> Option<String> {
+        if id == self.inner.my_id {
+            return None;
+        }
+        if let Some(detail) = self.inner.lost_detail(id) {
+            return Some(detail);
+        }
+        (self.inner.is_master() && !self.inner.knows_route(id))
+            .then(|| spore_proto::routing::no_route_reason(id, self.inner.my_id))
     }
 }
 
