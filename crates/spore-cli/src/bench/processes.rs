@@ -21,6 +21,7 @@ struct Sizes {
     throughput_n: usize,
     runs: usize,
     crashes: usize,
+    remote_n: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -31,6 +32,7 @@ const FULL: Sizes = Sizes {
     throughput_n: 2_000_000,
     runs: 7,
     crashes: 2000,
+    remote_n: 20_000,
 };
 
 const QUICK: Sizes = Sizes {
@@ -41,6 +43,7 @@ const QUICK: Sizes = Sizes {
     throughput_n: 100_000,
     runs: 1,
     crashes: 100,
+    remote_n: 1000,
 };
 
 pub async fn run(opts: &super::Options) -> anyhow::Result<ExitCode> {
@@ -80,6 +83,13 @@ pub async fn run(opts: &super::Options) -> anyhow::Result<ExitCode> {
             v.push(throughput(s.throughput_n).await?);
         }
         r.median("throughput_local_msgs_per_s", v);
+    }
+    if want("pingpong_remote_us") {
+        let mut v = Vec::new();
+        for _ in 0..s.runs {
+            v.push(pingpong_remote_us(s.remote_n).await?);
+        }
+        r.median("pingpong_remote_us", v);
     }
     if want("crash_to_down_us") {
         r.median("crash_to_down_us", crash_to_down_us(s.crashes).await?);
@@ -159,6 +169,46 @@ async fn throughput(n: usize) -> anyhow::Result<f64> {
         n as f64 / t.elapsed().as_secs_f64()
     })
     .await
+}
+
+/// Answers `(from, n)` with `n`, forever (in the other context of the
+/// remote ping-pong).
+#[spore_process::process]
+async fn bench_echo() {
+    loop {
+        let (from, i): (Pid, u64) = receive().await;
+        send(from, i);
+    }
+}
+
+/// µs per round trip between a process here and one in a local child
+/// context (a fresh router and context per run).
+async fn pingpong_remote_us(n: usize) -> anyhow::Result<f64> {
+    let router = spore::Router::new()?;
+    let ctx = router.local().await?;
+    let node = Node::of(&router);
+    let out = node
+        .run(async move {
+            let echo = spore_process::spawn_in(&ctx, bench_echo, ())
+                .await
+                .map_err(|e| e.to_string())?;
+            let me = self_pid();
+            for i in 0..(n / 10) as u64 {
+                send(echo, (me, i));
+                let _: u64 = receive().await;
+            }
+            let t = Instant::now();
+            for i in 0..n as u64 {
+                send(echo, (me, i));
+                let _: u64 = receive().await;
+            }
+            Ok::<f64, String>(t.elapsed().as_secs_f64() * 1e6 / n as f64)
+        })
+        .await
+        .map_err(|reason| anyhow::anyhow!("the measuring process ended: {reason}"))?
+        .map_err(|e| anyhow::anyhow!("{e}"));
+    router.shutdown().await;
+    out
 }
 
 thread_local! {
