@@ -28,6 +28,10 @@
 //! assert_eq!(reason, Ok(Reason::error("job 0 is not a job")));
 //! ```
 //!
+//! On top of them, [`call`] is OTP's request and reply (`gen:call`) and
+//! [`gen_server`] is OTP's gen_server: a process serving calls and casts
+//! through the callbacks of a [`gen_server::GenServer`] implementation.
+//!
 //! # How processes run
 //!
 //! Every process of a context runs on that context's process thread
@@ -52,6 +56,7 @@
 mod api;
 pub mod call;
 mod envelope;
+pub mod gen_server;
 mod node;
 mod registry;
 mod remote;

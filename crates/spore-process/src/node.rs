@@ -641,7 +641,7 @@ impl<R> ProcTask<R> {
     }
 }
 
-fn panic_reason(payload: Box<dyn std::any::Any + Send>) -> Reason {
+pub(crate) fn panic_reason(payload: Box<dyn std::any::Any + Send>) -> Reason {
     if payload.is::<ExitNow>() {
         // exit_self without a pending reason cannot happen; be safe.
         return Reason::Normal;
@@ -652,6 +652,15 @@ fn panic_reason(payload: Box<dyn std::any::Any + Send>) -> Reason {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic with a non-string payload".to_owned());
     Reason::Panic(msg)
+}
+
+/// Takes back the reason the running process was set to end with when its
+/// current poll returns ([`exit_self`], or an exit signal to itself): it
+/// keeps running. For gen_server, which catches an `exit_self` in a
+/// callback to run `terminate` before it ends with that reason.
+pub(crate) fn take_pending_exit() -> Option<Reason> {
+    let p = local()?.current()?;
+    p.st.borrow_mut().pending_exit.take()
 }
 
 /// Sets the reason the current process ends with and unwinds out of it.

@@ -1,10 +1,13 @@
 //! `spore bench processes`: the process layer's numbers (spawn, memory per
-//! process, message passing, crash to DOWN), each on a fresh node.
+//! process, message passing, gen_server calls, crash to DOWN), each on a
+//! fresh node.
 
 use std::cell::Cell;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use spore_process::call::ReplyTo;
+use spore_process::gen_server::{self, CallResult, GenServer, StartOptions};
 use spore_process::{
     Down, Node, Pid, Reason, Status, exit_self, process_info, receive, receive_match, self_pid,
     send, spawn, spawn_monitor,
@@ -19,6 +22,7 @@ struct Sizes {
     million: usize,
     pingpong_n: usize,
     throughput_n: usize,
+    call_n: usize,
     runs: usize,
     crashes: usize,
     remote_n: usize,
@@ -30,6 +34,7 @@ const FULL: Sizes = Sizes {
     million: 1_000_000,
     pingpong_n: 200_000,
     throughput_n: 2_000_000,
+    call_n: 100_000,
     runs: 7,
     crashes: 2000,
     remote_n: 20_000,
@@ -41,6 +46,7 @@ const QUICK: Sizes = Sizes {
     million: 100_000,
     pingpong_n: 10_000,
     throughput_n: 100_000,
+    call_n: 10_000,
     runs: 1,
     crashes: 100,
     remote_n: 1000,
@@ -90,6 +96,13 @@ pub async fn run(opts: &super::Options) -> anyhow::Result<ExitCode> {
             v.push(pingpong_remote_us(s.remote_n).await?);
         }
         r.median("pingpong_remote_us", v);
+    }
+    if want("call_local_us") {
+        let mut v = Vec::new();
+        for _ in 0..s.runs {
+            v.push(call_us(s.call_n).await?);
+        }
+        r.median("call_local_us", v);
     }
     if want("crash_to_down_us") {
         r.median("crash_to_down_us", crash_to_down_us(s.crashes).await?);
@@ -209,6 +222,46 @@ async fn pingpong_remote_us(n: usize) -> anyhow::Result<f64> {
         .map_err(|e| anyhow::anyhow!("{e}"));
     router.shutdown().await;
     out
+}
+
+/// A gen_server answering each number with itself.
+struct Echo;
+
+impl GenServer for Echo {
+    type Args = ();
+    type Call = u64;
+    type Reply = u64;
+    type Cast = ();
+
+    async fn init((): ()) -> Result<Self, Reason> {
+        Ok(Echo)
+    }
+
+    async fn handle_call(&mut self, n: u64, _from: ReplyTo) -> CallResult<u64> {
+        CallResult::Reply(n)
+    }
+}
+
+/// µs per gen_server call (request, reply, and the caller's monitor and
+/// alias set up and removed) between two processes of one node. By
+/// registered name, as otp_bench.py must call otpylib's gen_server.
+async fn call_us(n: usize) -> anyhow::Result<f64> {
+    on_fresh_node(async move {
+        gen_server::start::<Echo>((), StartOptions::new().name("bench_echo"))
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the server: {e}"))?;
+        let call = |i| gen_server::call::<Echo>("bench_echo", i);
+        for i in 0..1000u64 {
+            call(i).await?;
+        }
+        let t = Instant::now();
+        for i in 0..n as u64 {
+            let got = call(i).await?;
+            debug_assert_eq!(got, i);
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
+    })
+    .await?
 }
 
 thread_local! {
