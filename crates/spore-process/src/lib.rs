@@ -54,6 +54,7 @@ pub mod call;
 mod envelope;
 mod node;
 mod remote;
+pub mod supervisor;
 mod types;
 
 pub use api::{
