@@ -60,6 +60,7 @@ pub mod gen_server;
 mod node;
 mod registry;
 mod remote;
+pub mod supervisor;
 mod types;
 
 pub use api::{

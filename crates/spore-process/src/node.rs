@@ -646,12 +646,16 @@ pub(crate) fn panic_reason(payload: Box<dyn std::any::Any + Send>) -> Reason {
         // exit_self without a pending reason cannot happen; be safe.
         return Reason::Normal;
     }
-    let msg = payload
+    Reason::Panic(panic_message(&*payload))
+}
+
+/// A panic's message (its `&str` or `String` payload).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic with a non-string payload".to_owned());
-    Reason::Panic(msg)
+        .unwrap_or_else(|| "a panic with a non-string payload".to_owned())
 }
 
 /// Takes back the reason the running process was set to end with when its

@@ -1,13 +1,14 @@
 //! `spore bench processes`: the process layer's numbers (spawn, memory per
-//! process, message passing, gen_server calls, crash to DOWN), each on a
-//! fresh node.
+//! process, message passing, gen_server calls, crash to DOWN, crash to
+//! restart under a supervisor), each on a fresh node.
 
 use std::cell::Cell;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use spore_process::call::ReplyTo;
 use spore_process::gen_server::{self, CallResult, GenServer, StartOptions};
+use spore_process::supervisor::{self, ChildSpec, SupSpec};
 use spore_process::{
     Down, Node, Pid, Reason, Status, exit_self, process_info, receive, receive_match, self_pid,
     send, spawn, spawn_monitor,
@@ -106,6 +107,9 @@ pub async fn run(opts: &super::Options) -> anyhow::Result<ExitCode> {
     }
     if want("crash_to_down_us") {
         r.median("crash_to_down_us", crash_to_down_us(s.crashes).await?);
+    }
+    if want("crash_to_restart_us") {
+        r.median("crash_to_restart_us", crash_to_restart_us(s.crashes).await?);
     }
     r.print(opts.json);
     Ok(ExitCode::SUCCESS)
@@ -288,6 +292,44 @@ async fn crash_to_down_us(n: usize) -> anyhow::Result<Vec<f64>> {
         v
     })
     .await
+}
+
+thread_local! {
+    /// When the supervised child last started running.
+    static STARTED_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// µs from a permanent child of a one_for_one supervisor ending abnormally
+/// to its restarted incarnation running its first line, `n` times (after a
+/// few unmeasured ones). The intensity is high enough never to be reached.
+async fn crash_to_restart_us(n: usize) -> anyhow::Result<Vec<f64>> {
+    const WARMUP: usize = 10;
+    on_fresh_node(async move {
+        let me = self_pid();
+        let victim = ChildSpec::process("victim", move |_| async move {
+            STARTED_AT.set(Some(Instant::now()));
+            send(me, self_pid());
+            let () = receive().await;
+            CRASHED_AT.set(Some(Instant::now()));
+            exit_self(Reason::error("crash"));
+        });
+        let spec = SupSpec::one_for_one(vec![victim]).intensity(1_000_000, Duration::from_secs(5));
+        let sup = supervisor::start_link(spec).await?;
+        let mut child: Pid = receive().await;
+        let mut v = Vec::with_capacity(n);
+        for i in 0..WARMUP + n {
+            send(child, ());
+            child = receive().await;
+            let crashed = CRASHED_AT.take().expect("the child crashed");
+            let started = STARTED_AT.take().expect("the child was restarted");
+            if i >= WARMUP {
+                v.push(started.duration_since(crashed).as_secs_f64() * 1e6);
+            }
+        }
+        supervisor::stop(sup, Reason::Normal).await?;
+        anyhow::Ok(v)
+    })
+    .await?
 }
 
 /// Runs `fut` in a process of a fresh node, then stops the node.
