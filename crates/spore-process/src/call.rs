@@ -79,6 +79,24 @@ impl From<String> for Dest {
     }
 }
 
+impl Dest {
+    /// The process it names: `noproc` for a name nothing has here.
+    pub(crate) fn resolve(&self) -> Result<Pid, CallError> {
+        match self {
+            Dest::Pid(p) => Ok(*p),
+            Dest::Name(n) => whereis(n).ok_or_else(|| self.ended(Reason::Noproc)),
+        }
+    }
+
+    /// The error for a server that ended with `reason`.
+    fn ended(&self, reason: Reason) -> CallError {
+        CallError::Exit {
+            server: self.to_string(),
+            reason,
+        }
+    }
+}
+
 impl std::fmt::Display for Dest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -131,14 +149,7 @@ pub async fn call<Req: Message, Rep: Message>(
 ) -> Result<Rep, CallError> {
     let to = to.into();
     let after = timeout.unwrap_or(DEFAULT_TIMEOUT);
-    let exit = |reason| CallError::Exit {
-        server: to.to_string(),
-        reason,
-    };
-    let server = match &to {
-        Dest::Pid(p) => *p,
-        Dest::Name(n) => whereis(n).ok_or_else(|| exit(Reason::Noproc))?,
-    };
+    let server = to.resolve()?;
     let mref = monitor(server);
     set_alias(mref, true);
     let from = ReplyTo {
@@ -157,11 +168,38 @@ pub async fn call<Req: Message, Rep: Message>(
     demonitor(mref, true);
     match got {
         Some(Ok(v)) => Ok(v),
-        Some(Err(reason)) => Err(exit(reason)),
+        Some(Err(reason)) => Err(to.ended(reason)),
         None => Err(CallError::Timeout {
             server: to.to_string(),
             after,
         }),
+    }
+}
+
+/// Sends `request` (which asks `to` to end with `reason`) and waits for it
+/// to end, at most `timeout` (`None`: for ever): `Ok` once it ended with
+/// that reason; its other reason, `noproc`, or a timeout otherwise. The
+/// stop of gen_server and of the supervisor.
+pub(crate) async fn stop_and_wait<M: Message>(
+    to: Dest,
+    request: M,
+    reason: &Reason,
+    timeout: Option<Duration>,
+) -> Result<(), CallError> {
+    let pid = to.resolve()?;
+    let mref = monitor(pid);
+    send(pid, request);
+    let after = timeout.unwrap_or(Duration::MAX);
+    match receive_match_timeout(after, |m| m.take_if::<Down>(|d| d.mref == mref)).await {
+        Some(down) if down.reason == *reason => Ok(()),
+        Some(down) => Err(to.ended(down.reason)),
+        None => {
+            demonitor(mref, true);
+            Err(CallError::Timeout {
+                server: to.to_string(),
+                after,
+            })
+        }
     }
 }
 

@@ -150,8 +150,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{
-    demonitor, exit, monitor, process_info, receive_match, receive_match_timeout, self_pid, send,
-    spawn_opt, unlink, whereis,
+    demonitor, exit, process_info, receive_match, receive_match_timeout, self_pid, send, spawn_opt,
+    unlink, whereis,
 };
 use crate::call::{CallError, Dest, ReplyTo, Request};
 use crate::envelope::Envelope;
@@ -518,33 +518,11 @@ pub async fn stop(
     reason: Reason,
     timeout: Duration,
 ) -> Result<(), CallError> {
-    let to = server.into();
-    let ended = |reason| CallError::Exit {
-        server: to.to_string(),
-        reason,
+    let timeout = (timeout != Duration::MAX).then_some(timeout);
+    let request = StopRequest {
+        reason: reason.clone(),
     };
-    let pid = match &to {
-        Dest::Pid(p) => *p,
-        Dest::Name(n) => whereis(n).ok_or_else(|| ended(Reason::Noproc))?,
-    };
-    let mref = monitor(pid);
-    send(
-        pid,
-        StopRequest {
-            reason: reason.clone(),
-        },
-    );
-    match receive_match_timeout(timeout, |m| m.take_if::<Down>(|d| d.mref == mref)).await {
-        Some(down) if down.reason == reason => Ok(()),
-        Some(down) => Err(ended(down.reason)),
-        None => {
-            demonitor(mref, true);
-            Err(CallError::Timeout {
-                server: to.to_string(),
-                after: timeout,
-            })
-        }
-    }
+    crate::call::stop_and_wait(server.into(), request, &reason, timeout).await
 }
 
 /// A message as the server loop sorts it.

@@ -105,7 +105,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{
     current, demonitor, exit, link, monitor, receive_match, receive_match_timeout, self_pid, send,
-    spawn_link, spawn_opt, unlink, whereis,
+    spawn_link, spawn_opt, unlink,
 };
 use crate::call::{self, CallError, Dest, Request};
 use crate::node::{ExitNow, SpawnError, SpawnOptions};
@@ -873,28 +873,10 @@ pub async fn count_children(sup: impl Into<Dest>) -> Result<ChildCount, CallErro
 /// `reason` is `normal`, as in Erlang. An error if the supervisor did not
 /// exist (`noproc`) or ended with another reason.
 pub async fn stop(sup: impl Into<Dest>, reason: Reason) -> Result<(), CallError> {
-    let dest = sup.into();
-    let fail = |reason| CallError::Exit {
-        server: dest.to_string(),
-        reason,
+    let request = wire::Stop {
+        reason: reason.clone(),
     };
-    let pid = match &dest {
-        Dest::Pid(p) => *p,
-        Dest::Name(n) => whereis(n).ok_or_else(|| fail(Reason::Noproc))?,
-    };
-    let mref = monitor(pid);
-    send(
-        pid,
-        wire::Stop {
-            reason: reason.clone(),
-        },
-    );
-    let down = receive_match(|m| m.take_if::<Down>(|d| d.mref == mref)).await;
-    if down.reason == reason {
-        Ok(())
-    } else {
-        Err(fail(down.reason))
-    }
+    call::stop_and_wait(sup.into(), request, &reason, None).await
 }
 
 // ---------------------------------------------------------------------------
