@@ -3,6 +3,8 @@
 //! `#[spore::remote]` registers a function at compile time so that any
 //! context running the same build can be asked to run it. See the `spore`
 //! crate's documentation of `remote` for the full contract.
+//! `#[spore_process::process]` (used through `spore-process`) registers a
+//! process function the same way.
 
 use proc_macro::TokenStream;
 use proc_macro2::Span;
@@ -24,18 +26,22 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-fn expand(func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
-    let sig = &func.sig;
+/// The checks both attributes make on the function's signature: one
+/// concrete, plain Rust fn with owned arguments. Returns the names the
+/// generated code gives the arguments, and their types.
+fn checked_args(sig: &syn::Signature, attr: &str) -> syn::Result<(Vec<Ident>, Vec<Type>)> {
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         return Err(syn::Error::new(
             sig.generics.span(),
-            "a #[spore::remote] function cannot be generic: its name must identify one concrete function",
+            format!(
+                "a {attr} function cannot be generic: its name must identify one concrete function"
+            ),
         ));
     }
     if sig.variadic.is_some() || sig.unsafety.is_some() || sig.abi.is_some() {
         return Err(syn::Error::new(
             sig.span(),
-            "a #[spore::remote] function must be a plain (optionally async) Rust fn",
+            format!("a {attr} function must be a plain (optionally async) Rust fn"),
         ));
     }
     let mut arg_types = Vec::new();
@@ -45,14 +51,16 @@ fn expand(func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
             FnArg::Receiver(r) => {
                 return Err(syn::Error::new(
                     r.span(),
-                    "a #[spore::remote] function cannot take self",
+                    format!("a {attr} function cannot take self"),
                 ));
             }
             FnArg::Typed(pt) => {
                 if let Type::Reference(r) = &*pt.ty {
                     return Err(syn::Error::new(
                         r.span(),
-                        "arguments of a #[spore::remote] function must be owned (they are deserialized); use String instead of &str, Vec<T> instead of &[T]",
+                        format!(
+                            "arguments of a {attr} function must be owned (they are deserialized); use String instead of &str, Vec<T> instead of &[T]"
+                        ),
                     ));
                 }
                 let name = match &*pt.pat {
@@ -64,6 +72,12 @@ fn expand(func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
             }
         }
     }
+    Ok((arg_names, arg_types))
+}
+
+fn expand(func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
+    let sig = &func.sig;
+    let (arg_names, arg_types) = checked_args(sig, "#[spore::remote]")?;
 
     let vis = &func.vis;
     let name = &sig.ident;
@@ -157,6 +171,94 @@ fn expand(func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
         static #entry: ::spore::__private::RemoteEntry = ::spore::__private::RemoteEntry {
             name: <#marker as ::spore::RemoteFunction>::NAME,
             invoke: #invoke,
+        };
+    })
+}
+
+/// Registers an `async fn` as a process function that any context of the
+/// tree can be asked to spawn. Use it as `#[spore_process::process]`; see
+/// that crate's documentation.
+#[proc_macro_attribute]
+pub fn process(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return syn::Error::new(
+            Span::call_site(),
+            "#[spore_process::process] takes no arguments",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let func = parse_macro_input!(item as ItemFn);
+    match expand_process(func) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// `#[spore_process::process]`: the function, a marker constant that
+/// names it (and derefs to a function returning its boxed future), its
+/// `ProcessFunction` impl and its registry entry. Everything is reached
+/// through `::spore_process`.
+fn expand_process(func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
+    let sig = &func.sig;
+    if sig.asyncness.is_none() {
+        return Err(syn::Error::new(
+            sig.fn_token.span(),
+            "a #[spore_process::process] function must be an async fn: it runs as a process",
+        ));
+    }
+    let (arg_names, arg_types) = checked_args(sig, "#[spore_process::process]")?;
+    let vis = &func.vis;
+    let name = &sig.ident;
+    let attrs = &func.attrs;
+    let ret_ty: Type = match &sig.output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, t) => (**t).clone(),
+    };
+    let impl_name = format_ident!("__spore_process_impl_{}", name);
+    let marker = format_ident!("__spore_process_{}", name);
+    let mut impl_fn = func.clone();
+    impl_fn.sig.ident = impl_name.clone();
+    impl_fn.vis = syn::Visibility::Inherited;
+    impl_fn.attrs.retain(|a| !a.path().is_ident("doc"));
+    let fn_ptr_ty = quote!(fn(#(#arg_types),*) -> ::spore_process::__private::BoxProcess<#ret_ty>);
+
+    Ok(quote! {
+        #impl_fn
+
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug)]
+        #vis struct #marker { _private: () }
+
+        #(#attrs)*
+        #[allow(non_upper_case_globals)]
+        #vis const #name: #marker = #marker { _private: () };
+
+        impl ::core::ops::Deref for #marker {
+            type Target = #fn_ptr_ty;
+            fn deref(&self) -> &Self::Target {
+                const F: #fn_ptr_ty = |#(#arg_names),*| ::std::boxed::Box::pin(#impl_name(#(#arg_names),*));
+                &F
+            }
+        }
+
+        impl ::spore_process::ProcessFunction for #marker {
+            type Args = (#(#arg_types,)*);
+            const NAME: &'static str = ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name));
+        }
+
+        const _: () = {
+            #[::spore_process::__private::linkme::distributed_slice(::spore_process::__private::PROCESS_FUNCTIONS)]
+            #[linkme(crate = ::spore_process::__private::linkme)]
+            static ENTRY: ::spore_process::__private::ProcessEntry = ::spore_process::__private::ProcessEntry {
+                name: <#marker as ::spore_process::ProcessFunction>::NAME,
+                start: |__args| {
+                    let (#(#arg_names,)*): (#(#arg_types,)*) =
+                        ::spore_process::__private::decode_args(<#marker as ::spore_process::ProcessFunction>::NAME, __args)?;
+                    ::std::result::Result::Ok(::spore_process::__private::into_process(#impl_name(#(#arg_names),*)))
+                },
+            };
         };
     })
 }

@@ -93,7 +93,7 @@ pub use types::{Down, Exit, Message, Pid, ProcessResult, Reason, Ref};
 /// # fn name_of<F: ProcessFunction>(_: F) -> &'static str { F::NAME }
 /// assert!(name_of(worker).ends_with("::worker"));
 /// ```
-pub use spore_process_macros::process;
+pub use spore_macros::process;
 
 #[doc(hidden)]
 pub mod __private {

@@ -96,7 +96,8 @@ pub enum Reason {
     Noproc,
     /// Its context was lost, or stopped answering.
     Noconnection,
-    /// The process panicked: the panic's message and where it happened.
+    /// The process panicked: the panic's message (its location goes to
+    /// stderr with the panic hook's report).
     Panic(String),
     /// Any other reason, as text: an error a process ended with.
     Error(String),
