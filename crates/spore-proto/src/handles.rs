@@ -27,6 +27,8 @@ pub const DETACHING: u32 = 109;
 pub const CALL_SERVICE: u32 = 110;
 /// Service call relayed through a stub.
 pub const STUB_CALL_SERVICE: u32 = 111;
+/// Liveness ping between a parent and a direct child (empty payload).
+pub const HEARTBEAT: u32 = 112;
 /// The first frame a parent sends a new child: its [`crate::messages::ChildConfig`].
 pub const CONFIGURE: u32 = 120;
 
@@ -57,6 +59,7 @@ pub fn name(handle: u32) -> Option<&'static str> {
         DETACHING => "DETACHING",
         CALL_SERVICE => "CALL_SERVICE",
         STUB_CALL_SERVICE => "STUB_CALL_SERVICE",
+        HEARTBEAT => "HEARTBEAT",
         CONFIGURE => "CONFIGURE",
         _ => return None,
     })

@@ -42,7 +42,7 @@ pub const MASTER_ID: ContextId = 0;
 pub const DEFAULT_MAX_MESSAGE_SIZE: u32 = 128 * 1024 * 1024;
 
 /// Protocol version, checked at handshake. Bump on any wire change.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Text of the error for a message over the size limit, shared by the sender
 /// and the receiver so users see one wording.

@@ -31,6 +31,9 @@ pub struct ChildConfig {
     /// Unidirectional routing: messages from one child's subtree to
     /// another's are refused. Inherited by every descendant.
     pub unidirectional: bool,
+    /// Heartbeat window in milliseconds: a parent or child silent this long
+    /// is declared down; 0 turns the check off. Inherited.
+    pub heartbeat_ms: u64,
 }
 
 /// ADD_ROUTE payload: a context below the sender now exists. Each ancestor
@@ -186,6 +189,7 @@ mod tests {
             debug: false,
             unidirectional: false,
             shutdown_grace_ms: 5000,
+            heartbeat_ms: 60_000,
             build_id: "0.1.0-p1".into(),
         };
         let hex: String = postcard::to_stdvec(&cfg)
@@ -193,7 +197,8 @@ mod tests {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let documented = "08 302e312e302d7031 01 07 6c6f63616c2e31 00 01 00 03 80808040 00 8827 00";
+        let documented =
+            "08 302e312e302d7031 01 07 6c6f63616c2e31 00 01 00 03 80808040 00 8827 00 e0d403";
         assert_eq!(hex, documented.replace(' ', ""));
     }
 

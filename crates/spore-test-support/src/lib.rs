@@ -105,6 +105,31 @@ pub fn wait_gone(pid: u32, timeout: Duration) -> Option<Duration> {
     None
 }
 
+/// Sends SIGSTOP to `pid` now and SIGCONT when dropped, so that a failing
+/// test leaves no stopped process behind.
+pub struct Stopped(u32);
+
+impl Stopped {
+    /// Stops `pid` (a process the test started).
+    pub fn new(pid: u32) -> Self {
+        signal(pid, rustix::process::Signal::STOP);
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if pid_exists(self.0) {
+            signal(self.0, rustix::process::Signal::CONT);
+        }
+    }
+}
+
+/// Sends `sig` to `pid`, ignoring a process that is already gone.
+pub fn signal(pid: u32, sig: rustix::process::Signal) {
+    let _ = rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), sig);
+}
+
 /// The processes whose command line contains `needle` (zombies have none).
 pub fn processes_named(needle: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")

@@ -10,7 +10,7 @@ use spore_proto::{Frame, Header, handles};
 
 use spore_test_support::funcs::*;
 use spore_test_support::{
-    Fixture, pid_alive, pid_exists, processes_named, start_master, wait_gone,
+    Fixture, Stopped, pid_alive, pid_exists, processes_named, start_master, wait_gone,
 };
 
 fn fixture() -> Fixture {
@@ -448,6 +448,7 @@ fn drive_first_stage_by_hand(
         debug: false,
         unidirectional: false,
         shutdown_grace_ms: 1000,
+        heartbeat_ms: 0,
         build_id: spore::build_id(),
     };
     let frame = Frame::new(
@@ -536,4 +537,64 @@ fn the_first_stage_and_the_child_cope_with_tiny_socket_buffers() {
     let theirs_too = theirs.try_clone().unwrap();
     let ours_too = ours.try_clone().unwrap();
     drive_first_stage_by_hand(theirs, theirs_too, ours, ours_too);
+}
+
+#[tokio::test]
+async fn an_idle_child_stays_up_across_many_heartbeat_windows() {
+    // The pings keep a healthy stream alive while nothing else flows.
+    let fx = fixture();
+    let router = fx
+        .builder()
+        .heartbeat(Some(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    let a = router.local().await.unwrap();
+    let b = router.local().via(&a).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(a.call(add, (1, 2)).await.unwrap(), 3);
+    assert_eq!(b.call(add, (2, 2)).await.unwrap(), 4);
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_context_is_declared_down_within_the_heartbeat_window() {
+    // B24: a stopped context sends nothing and its pipes stay open. Its
+    // parent declares it (and what is below it) lost, and the context
+    // below it, whose parent fell silent, exits by itself.
+    let fx = fixture();
+    let window = Duration::from_millis(500);
+    let router = fx
+        .builder()
+        .heartbeat(Some(window))
+        .shutdown_grace(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let a = router.local().await.unwrap();
+    let b = router.local().via(&a).await.unwrap();
+    let b_pid = b.pid().expect("announced from below");
+    let pending = b.call_async(sleep_ms, (60_000,));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stopped_at = Instant::now();
+    let _stopped = Stopped::new(a.pid().unwrap());
+    let detail = tokio::time::timeout(Duration::from_secs(20), a.lost())
+        .await
+        .expect("the silent context was never declared down");
+    let took = stopped_at.elapsed();
+    assert!(detail.contains("heartbeat window"), "{detail}");
+    // Never sooner than the window after the last byte, which was at most
+    // one ping interval (a quarter window) before the stop.
+    assert!(took >= window * 3 / 4, "declared down after {took:?}");
+    assert!(b.lost().await.contains("heartbeat window"));
+    match pending.await {
+        Err(CallError::Disconnected { detail, .. }) => {
+            assert!(detail.contains("heartbeat window"), "{detail}")
+        }
+        other => panic!("the call in the grandchild ended with {other:?}"),
+    }
+    // The grandchild noticed its parent's silence and exited.
+    assert!(
+        wait_gone(b_pid, Duration::from_secs(20)).is_some(),
+        "the grandchild {b_pid} outlived its silent parent"
+    );
+    router.shutdown().await;
 }

@@ -233,6 +233,45 @@ async fn a_lost_context_gives_noconnection_to_every_monitor_and_link() {
     router.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_silent_context_gives_noconnection_within_the_heartbeat_window() {
+    // B24 for processes: the context is stopped, not killed; its stream
+    // stays open but carries nothing, and the heartbeat declares it down.
+    let fx = fixture();
+    let router = fx
+        .builder()
+        .heartbeat(Some(Duration::from_millis(400)))
+        .shutdown_grace(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let a = router.local().await.unwrap();
+    let node = Node::of(&router);
+    let ctx = a.clone();
+    node.run(async move {
+        trap_exit(true);
+        let w1 = spawn_link_in(&ctx, idle_proc, (false, None)).await.unwrap();
+        let (_, m2) = spawn_monitor_in(&ctx, idle_proc, (false, None))
+            .await
+            .unwrap();
+        let _stopped = spore_test_support::Stopped::new(ctx.pid().unwrap());
+        let exit = receive_timeout::<Exit>(Duration::from_secs(20))
+            .await
+            .expect("no EXIT from the silent context's process");
+        assert_eq!(
+            exit,
+            Exit {
+                from: w1,
+                reason: Reason::Noconnection
+            }
+        );
+        assert_eq!(down_of(m2).await, Reason::Noconnection);
+        assert!(ctx.lost().await.contains("heartbeat window"));
+    })
+    .await
+    .unwrap();
+    router.shutdown().await;
+}
+
 #[derive(Clone, Copy)]
 struct NotRegistered;
 impl ProcessFunction for NotRegistered {

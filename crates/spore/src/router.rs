@@ -166,6 +166,10 @@ impl Egress {
     }
 }
 
+/// How long a context waits for any byte from a parent or child before it
+/// declares that peer down (Erlang's `net_ticktime` default).
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(60);
+
 /// Tunables shared by a router and inherited by its children.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -174,6 +178,8 @@ pub(crate) struct Settings {
     pub(crate) shutdown_grace: Duration,
     pub(crate) debug: bool,
     pub(crate) unidirectional: bool,
+    /// A peer silent this long is declared down (`None`: never).
+    pub(crate) heartbeat: Option<Duration>,
     pub(crate) image: Option<PathBuf>,
     /// Images for other platforms, by platform (master only).
     pub(crate) images: HashMap<String, PathBuf>,
@@ -187,6 +193,7 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(5),
             debug: false,
             unidirectional: false,
+            heartbeat: Some(DEFAULT_HEARTBEAT),
             image: None,
             images: HashMap::new(),
         }
@@ -956,8 +963,31 @@ impl Inner {
         }
     }
 
+    /// The liveness check for the stream to `peer` (a parent or a direct
+    /// child), pinging it with HEARTBEAT frames; `None` when heartbeats are off.
+    pub(crate) fn heartbeat_to(
+        self: &Arc<Self>,
+        peer: ContextId,
+    ) -> Option<crate::stream::Heartbeat<impl FnMut() + use<>>> {
+        let window = self.settings.heartbeat?;
+        let inner = self.clone();
+        Some(crate::stream::Heartbeat {
+            window,
+            ping: move || {
+                let ping = Frame::new(
+                    Header::new(peer, inner.my_id, handles::HEARTBEAT),
+                    Vec::new(),
+                );
+                // A dead stream is noticed by its reader; nothing to do here.
+                let _ = inner.send(ping);
+            },
+        })
+    }
+
     /// Registers ADD_ROUTE, DEL_ROUTE and DETACHING (every context has them).
     pub(crate) fn add_route_handlers(&self) {
+        // Its arrival is the point: the reader saw bytes.
+        self.add_internal(handles::HEARTBEAT, |_, _| {});
         self.add_internal(handles::ADD_ROUTE, |inner, f| inner.on_add_route(f));
         self.add_internal(handles::DEL_ROUTE, |inner, f| inner.on_del_route(f));
         self.add_internal(handles::DETACHING, |inner, f| inner.on_detaching(f));
@@ -1661,6 +1691,26 @@ impl RouterBuilder {
     /// context of the tree inherits the mode (default off).
     pub fn unidirectional(mut self, on: bool) -> Self {
         self.settings.unidirectional = on;
+        self
+    }
+
+    /// A parent or child that sends nothing at all for `window` is declared
+    /// down, even if its connection stays open: its contexts are lost
+    /// (calls fail, processes get `noconnection`) and a child whose parent
+    /// fell silent exits. Each end pings the other every quarter window,
+    /// so an idle but healthy stream never trips it. `None` turns the
+    /// check off. Inherited by every descendant. Default:
+    /// [`DEFAULT_HEARTBEAT`] (60 s).
+    ///
+    /// ```no_run
+    /// # fn main() -> std::io::Result<()> {
+    /// let router = spore::Router::builder()
+    ///     .heartbeat(Some(std::time::Duration::from_secs(10)))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn heartbeat(mut self, window: Option<Duration>) -> Self {
+        self.settings.heartbeat = window.filter(|w| !w.is_zero());
         self
     }
 

@@ -400,6 +400,9 @@ pub(crate) enum StreamEnd {
     Error(io::Error),
     /// The bytes were not frames.
     Corrupt(spore_proto::DecodeError),
+    /// Nothing arrived for a whole heartbeat window (the peer is stopped,
+    /// hung, or the network between us is gone).
+    Silent(Duration),
 }
 
 impl std::fmt::Display for StreamEnd {
@@ -408,19 +411,45 @@ impl std::fmt::Display for StreamEnd {
             StreamEnd::Eof => f.write_str("EOF on stream"),
             StreamEnd::Error(e) => write!(f, "read error: {e}"),
             StreamEnd::Corrupt(e) => write!(f, "{e}"),
+            StreamEnd::Silent(window) => write!(
+                f,
+                "no bytes for {window:?} (the heartbeat window): the peer is stopped, hung or unreachable"
+            ),
         }
     }
 }
 
+/// A stream's liveness check: ping the peer every quarter `window`, and
+/// declare it down when nothing at all (frames or parts of frames) has
+/// arrived for `window`.
+pub(crate) struct Heartbeat<P> {
+    pub(crate) window: Duration,
+    /// Sends one heartbeat frame to the peer.
+    pub(crate) ping: P,
+}
+
 /// Reads frames from `fd` until it ends, handing each decoded event to
 /// `on_event`. `buf` may already hold bytes read during the handshake.
-pub(crate) async fn read_frames(
+/// With a heartbeat, a peer that sends nothing for its window ends the
+/// stream with [`StreamEnd::Silent`] even though the connection is open.
+pub(crate) async fn read_frames<P: FnMut()>(
     fd: AsyncFd<OwnedFd>,
     mut buf: BytesMut,
     max_message_size: u32,
+    mut heartbeat: Option<Heartbeat<P>>,
     mut on_event: impl FnMut(DecodeEvent),
 ) -> StreamEnd {
     let mut decoder = Decoder::new(max_message_size);
+    let far = Duration::from_secs(86_400 * 365);
+    let (window, every) = match &heartbeat {
+        Some(h) => (h.window, h.window / 4),
+        None => (far, far),
+    };
+    let now = tokio::time::Instant::now();
+    let mut last_read = now;
+    let mut next_ping = now + every;
+    let timer = tokio::time::sleep_until(next_ping.min(last_read + window));
+    tokio::pin!(timer);
     loop {
         loop {
             match decoder.decode(&mut buf) {
@@ -430,10 +459,28 @@ pub(crate) async fn read_frames(
             }
         }
         let want = decoder.wanted(&buf).max(READ_CHUNK);
-        match read_some(&fd, &mut buf, want).await {
-            Ok(0) => return StreamEnd::Eof,
-            Ok(_) => {}
-            Err(e) => return StreamEnd::Error(e),
+        tokio::select! {
+            // Bytes that are waiting count before the verdict on silence.
+            biased;
+            res = read_some(&fd, &mut buf, want) => match res {
+                Ok(0) => return StreamEnd::Eof,
+                Ok(_) => last_read = tokio::time::Instant::now(),
+                Err(e) => return StreamEnd::Error(e),
+            },
+            // `read_some` is cancel-safe: what it read is already in `buf`.
+            () = &mut timer, if heartbeat.is_some() => {
+                let now = tokio::time::Instant::now();
+                if now >= last_read + window {
+                    return StreamEnd::Silent(window);
+                }
+                if now >= next_ping {
+                    if let Some(h) = heartbeat.as_mut() {
+                        (h.ping)();
+                    }
+                    next_ping = now + every;
+                }
+                timer.as_mut().reset(next_ping.min(last_read + window));
+            }
         }
     }
 }

@@ -166,6 +166,7 @@ pub(crate) fn run() -> ! {
         shutdown_grace: Duration::from_millis(cfg.shutdown_grace_ms),
         debug: cfg.debug,
         unidirectional: cfg.unidirectional,
+        heartbeat: (cfg.heartbeat_ms > 0).then(|| Duration::from_millis(cfg.heartbeat_ms)),
         ..Settings::default()
     };
     let identity = Identity {
@@ -240,7 +241,8 @@ fn serve(
             stream::async_reader(capture).unwrap_or_else(|e| fatal(format!("stdout capture: {e}")));
         tokio::spawn(forward_stdout(inner.clone(), capture));
         let ev_inner = inner.clone();
-        let end = stream::read_frames(fd_in, BytesMut::new(), max, move |ev| {
+        let heartbeat = (inner.parent_ids.first()).and_then(|&p| inner.heartbeat_to(p));
+        let end = stream::read_frames(fd_in, BytesMut::new(), max, heartbeat, move |ev| {
             ev_inner.on_event(ev, PARENT_STREAM)
         })
         .await;

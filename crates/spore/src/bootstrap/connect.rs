@@ -598,7 +598,8 @@ pub(crate) async fn connect_local(
     let max = inner.settings.max_message_size;
     inner.rt.spawn(async move {
         let ev_inner = reader_inner.clone();
-        let end = stream::read_frames(stdout, rbuf, max, move |ev| {
+        let heartbeat = reader_inner.heartbeat_to(id);
+        let end = stream::read_frames(stdout, rbuf, max, heartbeat, move |ev| {
             ev_inner.on_event(ev, stream_id)
         })
         .await;
@@ -696,6 +697,7 @@ async fn handshake(
         debug: inner.settings.debug,
         unidirectional: inner.settings.unidirectional,
         shutdown_grace_ms: inner.settings.shutdown_grace.as_millis() as u64,
+        heartbeat_ms: inner.settings.heartbeat.map_or(0, |w| w.as_millis() as u64),
         build_id: crate::build_id(),
     };
     let config = postcard::to_stdvec(&config).expect("ChildConfig serializes");
