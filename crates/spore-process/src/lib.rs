@@ -50,11 +50,15 @@
 //! [`monitor`] and [`exit`] work the same whichever context the other
 //! process lives in. When a context is lost, every link to a process there
 //! gets an exit signal `noconnection` and every monitor a DOWN
-//! `noconnection`.
+//! `noconnection`. [`monitor_context`] and [`monitor_contexts`] report
+//! contexts coming and going as [`ContextEvent`] messages; a context that
+//! falls silent is declared lost after the router's heartbeat window
+//! ([`spore::RouterBuilder::heartbeat`]).
 #![warn(missing_docs)]
 
 mod api;
 pub mod call;
+mod contexts;
 mod envelope;
 pub mod gen_server;
 mod node;
@@ -69,6 +73,7 @@ pub use api::{
     receive_timeout, register, self_pid, send, send_named, send_wait, spawn, spawn_link,
     spawn_monitor, spawn_opt, trap_exit, try_send, unlink, unregister, whereis,
 };
+pub use contexts::{ContextEvent, monitor_context, monitor_contexts};
 pub use envelope::{Envelope, Undecodable};
 pub use node::{SpawnError, SpawnOptions};
 pub use registry::{ProcessFunction, registered_processes};

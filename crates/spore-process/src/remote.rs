@@ -178,6 +178,13 @@ impl spore::Service for NodeService {
         }));
     }
 
+    fn context_added(&self, id: ContextId, name: &str) {
+        let name = name.to_owned();
+        self.handle.shared.post(Box::new(move |local: &Rc<Local>| {
+            crate::contexts::added(local, id, &name)
+        }));
+    }
+
     fn stop(&self) {
         self.handle.shared.stop();
     }
@@ -704,4 +711,5 @@ fn contexts_lost(local: &Rc<Local>, lost: &[ContextId], detail: &str) {
             local.exit_signal(&p, linked, Reason::Noconnection, true);
         }
     }
+    crate::contexts::lost(local, lost, detail);
 }

@@ -733,3 +733,24 @@ fn after_a_timeout_the_late_reply_never_appears_and_other_messages_stay_in_order
         assert_eq!(n, 6);
     });
 }
+
+#[test]
+fn outside_a_tree_every_other_context_is_down_at_once() {
+    run(async {
+        let me = self_pid();
+        monitor_context(me.context() + 1);
+        match receive_timeout::<ContextEvent>(Duration::ZERO).await {
+            Some(ContextEvent::Down { context, detail }) => {
+                assert_eq!(context, me.context() + 1);
+                assert!(detail.contains("in no tree"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Its own context is never down while it runs.
+        monitor_context(me.context());
+        assert_eq!(receive_timeout::<ContextEvent>(Duration::ZERO).await, None);
+        assert!(!monitor_contexts(true));
+        assert!(monitor_contexts(true));
+        assert!(monitor_contexts(false));
+    });
+}

@@ -493,3 +493,13 @@ impl<'de> serde::Deserialize<'de> for Picky {
 pub async fn send_picky(to: Pid, n: u32) {
     spore_process::send(to, Picky(n));
 }
+
+/// Watches context `ctx` with `monitor_context` and forwards the event it
+/// gets to `report`.
+#[spore_process::process]
+pub async fn watch_context(ctx: spore::ContextId, report: Pid) {
+    spore_process::monitor_context(ctx);
+    spore_process::send(report, "watching".to_string());
+    let ev: spore_process::ContextEvent = spore_process::receive().await;
+    spore_process::send(report, ev);
+}

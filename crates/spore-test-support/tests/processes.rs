@@ -272,6 +272,82 @@ async fn a_silent_context_gives_noconnection_within_the_heartbeat_window() {
     router.shutdown().await;
 }
 
+#[tokio::test]
+async fn context_events_reach_subscribers_and_watchers_anywhere_in_the_tree() {
+    // B23's last clause: subscribers to context up/down events are told.
+    let fx = fixture();
+    let router = std::sync::Arc::new(fx.router());
+    let node = Node::of(&router);
+    let r = router.clone();
+    node.run(async move {
+        assert!(!monitor_contexts(true));
+        let a = r.local().await.unwrap();
+        let b = r.local().via(&a).await.unwrap();
+        let c = r.local().await.unwrap();
+        for ctx in [&a, &b, &c] {
+            assert_eq!(
+                receive::<ContextEvent>().await,
+                ContextEvent::Up {
+                    context: ctx.id(),
+                    name: ctx.name().to_owned()
+                }
+            );
+        }
+        // A watcher in `a` of its sibling `c`, which `a` never talked to.
+        let me = self_pid();
+        spawn_in(&a, watch_context, (c.id(), me)).await.unwrap();
+        assert_eq!(receive::<String>().await, "watching");
+        monitor_context(b.id());
+        kill_context(&c);
+        // One Down from the subscription here, one forwarded by the watcher.
+        for _ in 0..2 {
+            match receive_timeout::<ContextEvent>(Duration::from_secs(20)).await {
+                Some(ContextEvent::Down { context, detail }) => {
+                    assert_eq!(context, c.id());
+                    assert!(!detail.is_empty());
+                }
+                other => panic!("waiting for the Downs of {}: {other:?}", c.name()),
+            }
+        }
+        // Killing `a` loses `b` below it too: the subscriber hears of both,
+        // the watcher of `b` once.
+        kill_context(&a);
+        let mut downs = Vec::new();
+        for _ in 0..3 {
+            match receive_timeout::<ContextEvent>(Duration::from_secs(20)).await {
+                Some(ContextEvent::Down { context, .. }) => downs.push(context),
+                other => panic!("after {downs:?}: {other:?}"),
+            }
+        }
+        let extra = receive_timeout::<ContextEvent>(Duration::from_millis(100)).await;
+        assert_eq!(extra, None);
+        downs.sort();
+        let mut want = vec![a.id(), b.id(), b.id()];
+        want.sort();
+        assert_eq!(downs, want);
+        // Lost already, or never heard of: the event comes at once.
+        monitor_context(c.id());
+        assert!(matches!(
+            receive_timeout::<ContextEvent>(Duration::ZERO).await,
+            Some(ContextEvent::Down { context, .. }) if context == c.id()
+        ));
+        monitor_context(4242);
+        match receive_timeout::<ContextEvent>(Duration::ZERO).await {
+            Some(ContextEvent::Down {
+                context: 4242,
+                detail,
+            }) => {
+                assert!(detail.contains("no route to 4242"), "{detail}")
+            }
+            other => panic!("for an unknown context: {other:?}"),
+        }
+        assert!(monitor_contexts(false));
+    })
+    .await
+    .unwrap();
+    router.shutdown().await;
+}
+
 #[derive(Clone, Copy)]
 struct NotRegistered;
 impl ProcessFunction for NotRegistered {

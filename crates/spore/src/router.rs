@@ -1012,6 +1012,7 @@ impl Inner {
     /// A new descendant: record it and announce it upward.
     pub(crate) fn context_added(self: &Arc<Self>, added: &RouteAdded) {
         self.tell_parent(handles::ADD_ROUTE, added);
+        self.services_added(added.id, &added.name);
     }
 
     /// Decodes a route update and finds the stream it came through. Only a

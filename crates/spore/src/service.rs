@@ -67,6 +67,13 @@ pub trait Service: Send + Sync + Sized + 'static {
         let _ = (lost, detail);
     }
 
+    /// A context was started below this one (the master hears of every
+    /// context of the tree), with its name. Runs on the I/O loop, or on the
+    /// thread that started it: it must return quickly.
+    fn context_added(&self, id: ContextId, name: &str) {
+        let _ = (id, name);
+    }
+
     /// The router is shutting down or being dropped: let go of it (stop
     /// threads, drop handles). After this, nothing more is delivered.
     fn stop(&self) {}
@@ -109,6 +116,7 @@ pub static SERVICES: [ServiceEntry];
 pub(crate) trait Running: Send + Sync {
     fn deliver(&self, from: ContextId, payload: Bytes);
     fn contexts_lost(&self, lost: &[ContextId], detail: &str);
+    fn context_added(&self, id: ContextId, name: &str);
     fn stop(&self);
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
@@ -119,6 +127,9 @@ impl<S: Service> Running for S {
     }
     fn contexts_lost(&self, lost: &[ContextId], detail: &str) {
         Service::contexts_lost(self, lost, detail)
+    }
+    fn context_added(&self, id: ContextId, name: &str) {
+        Service::context_added(self, id, name)
     }
     fn stop(&self) {
         Service::stop(self)
@@ -218,6 +229,14 @@ impl Inner {
         }
     }
 
+    /// Tells every running service that a context was started below.
+    pub(crate) fn services_added(&self, id: ContextId, name: &str) {
+        let running: Vec<_> = self.services.lock().unwrap().values().cloned().collect();
+        for s in running {
+            s.context_added(id, name);
+        }
+    }
+
     /// Stops and forgets every running service (the router is going away;
     /// services hold a handle on it, so this also breaks that cycle).
     pub(crate) fn stop_services(&self) {
@@ -283,6 +302,16 @@ impl Router {
     /// This context's ancestors, nearest first (empty in the master).
     pub fn ancestors(&self) -> &[ContextId] {
         &self.inner.parent_ids
+    }
+
+    /// Makes sure this context hears when context `id` is lost (through
+    /// [`Service::contexts_lost`] and [`crate::Context::lost`]), even if it
+    /// never sent it anything. A context hears of the losses in its own
+    /// subtree and of those it sent traffic to; for anything else a probe
+    /// travels toward `id`, and each context on the way remembers to pass
+    /// the news back. If `id` is already lost, the news comes back at once.
+    pub fn watch(&self, id: ContextId) {
+        self.inner.note_interest_in(id);
     }
 
     /// Why context `id` cannot be reached from here, if that is known: it
