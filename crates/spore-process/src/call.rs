@@ -107,7 +107,7 @@ impl std::fmt::Display for Dest {
 }
 
 /// A call that got no reply.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum CallError {
     /// The server ended before replying, with this reason (`noproc` if it

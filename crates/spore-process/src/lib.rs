@@ -61,6 +61,7 @@ pub mod call;
 mod contexts;
 mod envelope;
 pub mod gen_server;
+pub mod global;
 mod node;
 mod registry;
 mod remote;

@@ -72,7 +72,8 @@ pub(crate) fn start(context: ContextId, router: Option<spore::Router>) -> Arc<No
         router,
         inbox: tx,
         // Serial 0 is never a process: a pid with it is never alive.
-        next_serial: AtomicU64::new(1),
+        // Serial 1 is the global name server's (only the master runs it).
+        next_serial: AtomicU64::new(crate::global::SERVER_SERIAL + 1),
         stopped: AtomicBool::new(false),
         handle: Mutex::new(Weak::new()),
     });

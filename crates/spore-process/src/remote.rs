@@ -369,6 +369,10 @@ fn on_frame(local: &Rc<Local>, src: ContextId, payload: Bytes) {
         );
         return;
     }
+    // A call to the global name server starts it (monitor, then request).
+    if let Wire::Monitor { to, .. } | Wire::Msg { to, .. } = &wire {
+        crate::global::ensure_server(local, *to);
+    }
     match wire {
         Wire::Msg { to, tag, .. } => {
             if let Some(p) = local.lookup(to) {

@@ -754,3 +754,31 @@ fn outside_a_tree_every_other_context_is_down_at_once() {
         assert!(monitor_contexts(false));
     });
 }
+
+#[test]
+fn global_names_in_one_context_are_freed_with_their_process() {
+    run(async {
+        let (worker, mref) = spawn_monitor(async { receive::<()>().await });
+        global::register("a", worker).await.unwrap();
+        global::register("b", worker).await.unwrap(); // several names, one process
+        assert_eq!(
+            global::registered().await.unwrap(),
+            vec![("a".into(), worker), ("b".into(), worker)]
+        );
+        assert_eq!(global::unregister("b").await, Ok(worker));
+        assert_eq!(
+            global::unregister("b").await,
+            Err(global::GlobalError::Unknown("b".into()))
+        );
+        send(worker, ());
+        receive_match(|m| m.take_if::<Down>(|d| d.mref == mref)).await;
+        assert_eq!(global::whereis("a").await, Ok(None));
+        // A dead pid holds a name only until the server's monitor says so.
+        global::register("c", worker).await.unwrap();
+        assert_eq!(global::whereis("c").await, Ok(None));
+        assert_eq!(
+            global::send("a", 1u8).await,
+            Err(global::GlobalError::Unknown("a".into()))
+        );
+    });
+}

@@ -503,3 +503,21 @@ pub async fn watch_context(ctx: spore::ContextId, report: Pid) {
     let ev: spore_process::ContextEvent = spore_process::receive().await;
     spore_process::send(report, ev);
 }
+
+/// Takes the global name `name`, tells `report` how it went (as a
+/// `Result<(), GlobalError>`), then runs until it gets a `()`.
+#[spore_process::process]
+pub async fn hold_global_name(name: String, report: Pid) {
+    let me = spore_process::self_pid();
+    let outcome = spore_process::global::register(&name, me).await;
+    spore_process::send(report, outcome);
+    spore_process::receive::<()>().await;
+}
+
+/// Looks the global name `name` up and sends `report` the answer (as a
+/// `Result<Option<Pid>, GlobalError>`).
+#[spore_process::process]
+pub async fn look_up_global_name(name: String, report: Pid) {
+    let found = spore_process::global::whereis(&name).await;
+    spore_process::send(report, found);
+}

@@ -348,6 +348,100 @@ async fn context_events_reach_subscribers_and_watchers_anywhere_in_the_tree() {
     router.shutdown().await;
 }
 
+/// Polls the global name `name` until it is free (the name server learns
+/// of an end by its own monitor, which may come after the caller's).
+async fn global_name_freed(name: &str) -> bool {
+    for _ in 0..500 {
+        if global::whereis(name).await.unwrap().is_none() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn global_names_are_unique_across_the_tree_and_freed_with_their_process_or_context() {
+    // B25.
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let b = router.local().via(&a).await.unwrap();
+    let node = Node::of(&router);
+    node.run(async move {
+        let me = self_pid();
+        global::register("boss", me).await.unwrap();
+        // Seen from a grandchild.
+        spawn_in(&b, look_up_global_name, ("boss".into(), me))
+            .await
+            .unwrap();
+        assert_eq!(
+            receive::<Result<Option<Pid>, global::GlobalError>>().await,
+            Ok(Some(me))
+        );
+        // Taken in a child; the same name refused in the grandchild and here.
+        let in_a = spawn_in(&a, hold_global_name, ("worker".into(), me))
+            .await
+            .unwrap();
+        assert_eq!(receive::<Result<(), global::GlobalError>>().await, Ok(()));
+        let in_b = spawn_in(&b, hold_global_name, ("worker".into(), me))
+            .await
+            .unwrap();
+        assert_eq!(
+            receive::<Result<(), global::GlobalError>>().await,
+            Err(global::GlobalError::Taken {
+                name: "worker".into(),
+                owner: in_a
+            })
+        );
+        assert_eq!(
+            global::register("worker", me).await,
+            Err(global::GlobalError::Taken {
+                name: "worker".into(),
+                owner: in_a
+            })
+        );
+        assert_eq!(global::whereis("worker").await.unwrap(), Some(in_a));
+        assert_eq!(
+            global::registered().await.unwrap(),
+            vec![("boss".into(), me), ("worker".into(), in_a)]
+        );
+        // Freed when its process ends: then the grandchild's process gets it.
+        send(in_a, ());
+        assert!(
+            global_name_freed("worker").await,
+            "never freed after its process ended"
+        );
+        send(in_b, ());
+        let in_b = spawn_in(&b, hold_global_name, ("worker".into(), me))
+            .await
+            .unwrap();
+        assert_eq!(receive::<Result<(), global::GlobalError>>().await, Ok(()));
+        assert_eq!(global::whereis("worker").await.unwrap(), Some(in_b));
+        global::send("worker", ()).await.unwrap();
+        assert!(global_name_freed("worker").await);
+        // Freed when its context is lost.
+        spawn_in(&b, hold_global_name, ("lost".into(), me))
+            .await
+            .unwrap();
+        assert_eq!(receive::<Result<(), global::GlobalError>>().await, Ok(()));
+        kill_context(&a);
+        assert!(
+            global_name_freed("lost").await,
+            "never freed after its context was lost"
+        );
+        assert_eq!(
+            global::send("lost", ()).await,
+            Err(global::GlobalError::Unknown("lost".into()))
+        );
+        assert_eq!(global::unregister("boss").await, Ok(me));
+        assert_eq!(global::registered().await.unwrap(), vec![]);
+    })
+    .await
+    .unwrap();
+    router.shutdown().await;
+}
+
 #[derive(Clone, Copy)]
 struct NotRegistered;
 impl ProcessFunction for NotRegistered {

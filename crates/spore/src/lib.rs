@@ -59,6 +59,8 @@ pub use images::this_platform;
 pub use router::{Context, OutputLine, OutputStream, PendingCall, Router, RouterBuilder};
 pub use service::{FIRST_SERVICE, LAST_SERVICE, Service};
 pub use spore_proto::ContextId;
+/// The master's context ID: the root of every tree.
+pub use spore_proto::MASTER_ID;
 pub use spore_proto::messages::{RemoteError, RemoteErrorKind};
 
 /// Registers a function so that other contexts running this build can call it.
