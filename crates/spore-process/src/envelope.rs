@@ -125,10 +125,18 @@ impl Envelope {
         if *tag != type_tag::<T>() {
             return;
         }
-        let decoded = match postcard::take_from_bytes::<T>(bytes) {
+        let decode = || match postcard::take_from_bytes::<T>(bytes) {
             Ok((v, [])) => Ok(v),
             Ok((_, rest)) => Err(format!("{} unexpected trailing bytes", rest.len())),
             Err(e) => Err(e.to_string()),
+        };
+        // Contexts and Senders in the message bind to this node's router.
+        let decoded = match crate::node::local() {
+            Some(local) => match &local.shared.router {
+                Some(router) => router.decoding(decode),
+                None => decode(),
+            },
+            None => decode(),
         };
         self.body = match decoded {
             Ok(v) => Body::Local(Box::new(v)),

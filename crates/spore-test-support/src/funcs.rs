@@ -521,3 +521,12 @@ pub async fn look_up_global_name(name: String, report: Pid) {
     let found = spore_process::global::whereis(&name).await;
     spore_process::send(report, found);
 }
+
+/// Sends every `spore::Context` it gets back to `report`.
+#[spore_process::process]
+pub async fn bounce_context(report: Pid) {
+    loop {
+        let ctx: spore::Context = spore_process::receive().await;
+        spore_process::send(report, ctx);
+    }
+}

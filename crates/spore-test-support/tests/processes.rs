@@ -442,6 +442,33 @@ async fn global_names_are_unique_across_the_tree_and_freed_with_their_process_or
     router.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_context_handle_travels_in_messages_and_works_where_it_lands() {
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let b = router.local().await.unwrap();
+    let node = Node::of(&router);
+    node.run(async move {
+        let bouncer = spawn_in(&a, bounce_context, (self_pid(),)).await.unwrap();
+        send(bouncer, b.clone());
+        let back = receive_match_timeout(Duration::from_secs(20), |m| {
+            if let Some(u) = m.take::<Undecodable>() {
+                return Some(Err(u));
+            }
+            m.take::<spore::Context>().map(Ok)
+        })
+        .await
+        .expect("the context handle never came back")
+        .expect("the context handle did not decode");
+        assert_eq!(back, b);
+        assert_eq!(back.call(add, (20, 22)).await.unwrap(), 42);
+    })
+    .await
+    .unwrap();
+    router.shutdown().await;
+}
+
 #[derive(Clone, Copy)]
 struct NotRegistered;
 impl ProcessFunction for NotRegistered {

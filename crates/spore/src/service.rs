@@ -294,6 +294,15 @@ impl Router {
             })
     }
 
+    /// Runs `decode` so that the [`crate::Context`]s and [`crate::Sender`]s
+    /// it deserializes belong to this router. spore does this itself for
+    /// call arguments, results and channel messages; a service that
+    /// decodes user values from its own frames does it here (in the
+    /// master, such values fail to decode otherwise).
+    pub fn decoding<R>(&self, decode: impl FnOnce() -> R) -> R {
+        crate::router::decoding_with(&self.inner, decode)
+    }
+
     /// This context's ID (0 in the master).
     pub fn my_id(&self) -> ContextId {
         self.inner.my_id
