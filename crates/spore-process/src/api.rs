@@ -11,7 +11,7 @@ use std::time::Duration;
 use spore::ContextId;
 
 use crate::envelope::Envelope;
-use crate::node::{self, Local, NodeHandle, Proc, SpawnError, SpawnOptions};
+use crate::node::{self, Local, NodeHandle, Proc, SpawnError, SpawnOptions, Watched};
 use crate::types::{Exit, Message, Pid, ProcessResult, Reason, Ref};
 
 /// The node and the process running now.
@@ -368,7 +368,11 @@ pub fn unlink(pid: Pid) {
 pub fn monitor(pid: Pid) -> Ref {
     let (local, me) = current("monitor");
     let mref = local.new_ref();
-    me.st.borrow_mut().ext().monitors.insert(mref, pid);
+    me.st
+        .borrow_mut()
+        .ext()
+        .monitors
+        .insert(mref, Watched::Pid(pid));
     if pid.context != local.context() {
         crate::remote::monitor(&local, me.pid, pid, mref);
     } else if let Some(p) = local.lookup(pid) {
@@ -384,19 +388,14 @@ pub fn monitor(pid: Pid) -> Ref {
 /// is ever received after this call.
 pub fn demonitor(mref: Ref, flush: bool) -> bool {
     let (local, me) = current("demonitor");
-    let target = me
+    let watched = me
         .st
         .borrow_mut()
         .ext_mut()
         .and_then(|e| e.monitors.remove(&mref));
-    if let Some(target) = target {
-        if let Some(p) = local.lookup(target) {
-            if let Some(e) = p.st.borrow_mut().ext_mut() {
-                e.monitored_by.remove(&mref);
-            }
-        } else if target.context != local.context() {
-            crate::remote::demonitor(&local, me.pid, target, mref);
-        }
+    let was_active = watched.is_some();
+    if let Some(watched) = watched {
+        local.unwatch(me.pid, mref, watched);
     }
     if flush {
         let mut st = me.st.borrow_mut();
@@ -407,7 +406,7 @@ pub fn demonitor(mref: Ref, flush: bool) -> bool {
             st.took_one();
         }
     }
-    target.is_some()
+    was_active
 }
 
 /// Sends an exit signal with `reason` to `pid` (Erlang's `exit/2`):
@@ -550,7 +549,10 @@ pub struct ProcessInfo {
     pub mailbox_len: usize,
     /// The processes it is linked to (sorted).
     pub links: Vec<Pid>,
-    /// The monitors it holds: reference and monitored process (sorted).
+    /// The monitors it holds: reference and monitored process (sorted). A
+    /// monitor of a name in another context (a [`crate::call::call`] to
+    /// [`crate::call::Dest::At`]) shows serial 0 of that context: which
+    /// process has the name is known there.
     pub monitors: Vec<(Ref, Pid)>,
     /// The processes monitoring it (sorted, one entry per monitor).
     pub monitored_by: Vec<Pid>,
@@ -573,7 +575,7 @@ pub fn process_info(pid: Pid) -> Option<ProcessInfo> {
         .unwrap_or_default();
     links.sort_unstable();
     let mut monitors: Vec<(Ref, Pid)> = ext
-        .map(|e| e.monitors.iter().map(|(r, p)| (*r, *p)).collect())
+        .map(|e| e.monitors.iter().map(|(r, w)| (*r, w.pid())).collect())
         .unwrap_or_default();
     monitors.sort_unstable();
     let mut monitored_by: Vec<Pid> = ext
@@ -593,8 +595,8 @@ pub fn process_info(pid: Pid) -> Option<ProcessInfo> {
         + ext.map_or(0, |e| {
             std::mem::size_of_val(e)
                 + e.links.capacity() * std::mem::size_of::<Pid>()
-                + (e.monitors.capacity() + e.monitored_by.capacity())
-                    * std::mem::size_of::<(Ref, Pid)>()
+                + e.monitors.capacity() * std::mem::size_of::<(Ref, Watched)>()
+                + e.monitored_by.capacity() * std::mem::size_of::<(Ref, Pid)>()
         });
     Some(ProcessInfo {
         pid,
@@ -708,10 +710,7 @@ impl Node {
 
     /// Sends `msg` to `to` from outside any process.
     pub fn send<M: Message>(&self, to: Pid, msg: M) {
-        let from = Pid {
-            context: self.context(),
-            serial: 0,
-        };
+        let from = Pid::none(self.context());
         self.handle.shared.post(Box::new(move |local: &Rc<Local>| {
             send_from(local, from, to, msg)
         }));

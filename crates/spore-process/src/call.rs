@@ -9,10 +9,20 @@
 //! timeout. Then the alias is deactivated, so a reply that comes later is
 //! dropped on arrival and never reaches the caller's mailbox; other
 //! messages that arrived meanwhile stay queued in order.
+//!
+//! A call to a name in another context ([`Dest::At`], Erlang's
+//! `{Name, Node}`) is OTP's too: the caller monitors the *name* there (the
+//! other context resolves it when the monitor arrives: a DOWN `noproc` at
+//! once if nothing has it), then sends the request to the name. Signals
+//! from one process to a context arrive in order, so the monitor is in
+//! place on the process that gets the request. A context that is lost, or
+//! is unreachable already, fails the call at once with `noconnection`.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use spore::ContextId;
 
 use crate::api::{current, demonitor, monitor, receive_match_timeout, self_pid, send, whereis};
 use crate::types::{Down, Message, Pid, Reason, Ref};
@@ -53,12 +63,27 @@ struct Reply<T> {
 }
 
 /// Where a call goes.
+///
+/// ```
+/// use spore_process::call::Dest;
+///
+/// // In context 3, the process registered as "kv" there.
+/// let kv = Dest::at(3, "kv");
+/// assert_eq!(kv, Dest::At(3, "kv".to_string()));
+/// assert_eq!(kv.to_string(), "\"kv\" in context 3");
+/// // Here.
+/// assert_eq!(Dest::from("kv"), Dest::Name("kv".to_string()));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Dest {
     /// A process, in any context.
     Pid(Pid),
     /// The process registered under this name in the caller's context.
     Name(String),
+    /// The process registered under this name in that context (Erlang's
+    /// `{Name, Node}`), resolved there when the request arrives. The
+    /// caller's own context is the same as [`Dest::Name`].
+    At(ContextId, String),
 }
 
 impl From<Pid> for Dest {
@@ -80,11 +105,49 @@ impl From<String> for Dest {
 }
 
 impl Dest {
-    /// The process it names: `noproc` for a name nothing has here.
-    pub(crate) fn resolve(&self) -> Result<Pid, CallError> {
+    /// The process registered as `name` in context `ctx` ([`Dest::At`]);
+    /// `ctx` is a [`spore::Context::id`] or a [`Pid::context`].
+    pub fn at(ctx: ContextId, name: impl Into<String>) -> Dest {
+        Dest::At(ctx, name.into())
+    }
+
+    /// A name in another context, or `None` if it is a pid or a name here.
+    fn elsewhere(&self) -> Option<(ContextId, &str)> {
         match self {
-            Dest::Pid(p) => Ok(*p),
-            Dest::Name(n) => whereis(n).ok_or_else(|| self.ended(Reason::Noproc)),
+            Dest::At(ctx, name) if *ctx != current("call").0.context() => Some((*ctx, name)),
+            _ => None,
+        }
+    }
+
+    /// The process a pid or a name here stands for now (`None`: nothing
+    /// has the name). Not for a name elsewhere.
+    fn here(&self) -> Option<Pid> {
+        match self {
+            Dest::Pid(p) => Some(*p),
+            Dest::Name(name) | Dest::At(_, name) => whereis(name),
+        }
+    }
+
+    /// Monitors the process, as OTP's `gen` does before a request, and
+    /// returns the monitor and where to send: a pid stays; a name here is
+    /// resolved now (`noproc` if nothing has it); a name elsewhere is
+    /// monitored there, by name (the DOWN says `noproc` if nothing has it).
+    pub(crate) fn monitor(&self) -> Result<(Ref, Dest), CallError> {
+        if let Some((ctx, name)) = self.elsewhere() {
+            return Ok((crate::remote::monitor_name(ctx, name), self.clone()));
+        }
+        let pid = self.here().ok_or_else(|| self.ended(Reason::Noproc))?;
+        Ok((monitor(pid), Dest::Pid(pid)))
+    }
+
+    /// Sends `msg` to the process, if there is one: a message to a name
+    /// that nothing has is dropped (a cast never fails).
+    pub(crate) fn send<M: Message>(&self, msg: M) {
+        if let Some((ctx, name)) = self.elsewhere() {
+            return crate::remote::send_named_in(ctx, name, msg);
+        }
+        if let Some(pid) = self.here() {
+            send(pid, msg);
         }
     }
 
@@ -102,6 +165,7 @@ impl std::fmt::Display for Dest {
         match self {
             Dest::Pid(p) => write!(f, "{p}"),
             Dest::Name(n) => write!(f, "{n:?}"),
+            Dest::At(ctx, n) => write!(f, "{n:?} in context {ctx}"),
         }
     }
 }
@@ -111,7 +175,8 @@ impl std::fmt::Display for Dest {
 #[non_exhaustive]
 pub enum CallError {
     /// The server ended before replying, with this reason (`noproc` if it
-    /// did not exist, `noconnection` if its context was lost).
+    /// did not exist or nothing had its name, `noconnection` if its context
+    /// was lost or unreachable).
     #[error("the call to {server} failed: the server ended ({reason})")]
     Exit {
         /// The server called.
@@ -149,14 +214,13 @@ pub async fn call<Req: Message, Rep: Message>(
 ) -> Result<Rep, CallError> {
     let to = to.into();
     let after = timeout.unwrap_or(DEFAULT_TIMEOUT);
-    let server = to.resolve()?;
-    let mref = monitor(server);
+    let (mref, server) = to.monitor()?;
     set_alias(mref, true);
     let from = ReplyTo {
         pid: self_pid(),
         alias: mref,
     };
-    send(server, Request { from, body });
+    server.send(Request { from, body });
     let got = receive_match_timeout(after, |m| {
         if let Some(r) = m.take_if::<Reply<Rep>>(|r| r.alias == mref) {
             return Some(Ok(r.value));
@@ -186,9 +250,8 @@ pub(crate) async fn stop_and_wait<M: Message>(
     reason: &Reason,
     timeout: Option<Duration>,
 ) -> Result<(), CallError> {
-    let pid = to.resolve()?;
-    let mref = monitor(pid);
-    send(pid, request);
+    let (mref, server) = to.monitor()?;
+    server.send(request);
     let after = timeout.unwrap_or(Duration::MAX);
     match receive_match_timeout(after, |m| m.take_if::<Down>(|d| d.mref == mref)).await {
         Some(down) if down.reason == *reason => Ok(()),

@@ -142,6 +142,7 @@
 
 use std::any::Any;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::task::Poll;
@@ -151,11 +152,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{
     demonitor, exit, process_info, receive_match, receive_match_timeout, self_pid, send, spawn_opt,
-    unlink, whereis,
+    unlink,
 };
 use crate::call::{CallError, Dest, ReplyTo, Request};
 use crate::envelope::Envelope;
 use crate::node::{ExitNow, SpawnError, SpawnOptions, panic_reason, take_pending_exit};
+use crate::registry::ProcessFunction;
+use crate::remote::spawn_opt_in;
 use crate::types::{Down, Exit, Message, Pid, Reason, Ref};
 
 /// A gen_server's callbacks. The implementing type is the server's state.
@@ -190,7 +193,8 @@ use crate::types::{Down, Exit, Message, Pid, Reason, Ref};
 /// ```
 pub trait GenServer: Sized + Send + 'static {
     /// What [`start`] passes to [`GenServer::init`]. It moves into the
-    /// new process, in this context: it need not serialize.
+    /// new process, in this context: it need not serialize (unless the
+    /// server is started in another context: [`RemoteGenServer`]).
     type Args: Send + 'static;
     /// The requests [`call`] sends.
     type Call: Message;
@@ -292,8 +296,8 @@ impl StartOptions {
         Self::default()
     }
 
-    /// Registers the server under `name` (in this context) before `init`
-    /// runs. Starting fails if the name is taken; the name is freed when
+    /// Registers the server under `name` (in the context it runs in)
+    /// before `init` runs. Starting fails if the name is taken; the name is freed when
     /// the server ends, also when its `init` fails.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -391,21 +395,159 @@ async fn start_opt<S: GenServer>(
 ) -> Result<Pid, StartError> {
     let starter = self_pid();
     let parent = link.then_some(starter);
-    let mut spawn = SpawnOptions::new().monitor();
-    if link {
-        spawn = spawn.link();
+    let spawned = spawn_opt(serve::<S>(args, starter, parent), opts.spawn(link));
+    await_init(spawned, opts.timeout).await
+}
+
+/// A [`GenServer`] that can be started in another context ([`start_in`],
+/// [`start_link_in`]): its `Args` travel there, so they are a
+/// [`Message`]. Implement it with [`crate::remote_gen_server!`], which also
+/// registers the server's process function (as
+/// [`macro@crate::process`] registers one) so that every context running
+/// this build can start the server by that name.
+pub trait RemoteGenServer: GenServer<Args: Message> {
+    /// The name the server's process function is registered under.
+    const NAME: &'static str;
+}
+
+/// The registered process function of a [`RemoteGenServer`] (what
+/// [`crate::remote_gen_server!`] registers): decodes the arguments a
+/// [`start_in`] sent and runs the server.
+#[doc(hidden)]
+pub fn start_registered<S: RemoteGenServer>(
+    bytes: &[u8],
+) -> Result<crate::registry::BoxProcess<Reason>, String> {
+    let (args, starter, parent): ServeArgs<S> = crate::registry::decode_args(S::NAME, bytes)?;
+    Ok(Box::pin(serve::<S>(args, starter, parent)))
+}
+
+/// What a server's process gets: the `init` arguments, the starter, and
+/// the parent (the starter, if linked).
+type ServeArgs<S> = (<S as GenServer>::Args, Pid, Option<Pid>);
+
+/// Names a [`RemoteGenServer`]'s process function for
+/// [`crate::spawn_opt_in`].
+struct Serve<S>(PhantomData<fn() -> S>);
+
+impl<S> Clone for Serve<S> {
+    fn clone(&self) -> Self {
+        *self
     }
-    if let Some(name) = opts.name {
-        spawn = spawn.name(name);
+}
+
+impl<S> Copy for Serve<S> {}
+
+impl<S: RemoteGenServer> ProcessFunction for Serve<S> {
+    type Args = ServeArgs<S>;
+    const NAME: &'static str = S::NAME;
+}
+
+/// [`start`] in context `ctx` (this one included): the server runs there,
+/// not linked to the caller, and this returns its pid once its
+/// [`GenServer::init`] has succeeded there. A name in `opts` is registered
+/// there (call it with [`Dest::At`]). Fails as [`start`] does, and with
+/// [`StartError::Spawn`] if the context cannot spawn it (it is lost, or is
+/// not this context or a descendant: only a context's ancestors may spawn
+/// in it).
+///
+/// The server type must be registered with [`crate::remote_gen_server!`]:
+///
+/// ```
+/// use spore_process::call::{Dest, ReplyTo};
+/// use spore_process::gen_server::{self, CallResult, GenServer, StartOptions};
+/// use spore_process::{Node, Reason};
+///
+/// /// Counts what it is told to add.
+/// struct Counter(u64);
+///
+/// impl GenServer for Counter {
+///     /// The first value: it travels to the server's context.
+///     type Args = u64;
+///     type Call = u64;
+///     type Reply = u64;
+///     type Cast = ();
+///
+///     async fn init(first: u64) -> Result<Self, Reason> {
+///         Ok(Counter(first))
+///     }
+///
+///     async fn handle_call(&mut self, n: u64, _from: ReplyTo) -> CallResult<u64> {
+///         self.0 += n;
+///         CallResult::Reply(self.0)
+///     }
+/// }
+///
+/// spore_process::remote_gen_server!(Counter);
+///
+/// async fn count_in(ctx: &spore::Context) -> Result<u64, Box<dyn std::error::Error>> {
+///     let opts = StartOptions::new().name("counter");
+///     gen_server::start_in::<Counter>(ctx, 10, opts).await?;
+///     // From any context, by name:
+///     Ok(gen_server::call::<Counter>(Dest::at(ctx.id(), "counter"), 5).await?)
+/// }
+/// # let _ = count_in;
+/// ```
+pub async fn start_in<S: RemoteGenServer>(
+    ctx: &spore::Context,
+    args: S::Args,
+    opts: StartOptions,
+) -> Result<Pid, StartError> {
+    start_opt_in::<S>(ctx, args, opts, false).await
+}
+
+/// [`start_in`], linked to the caller, which becomes the server's parent
+/// as with [`start_link`] (a supervisor's start function may use it to
+/// place a gen_server in any context).
+pub async fn start_link_in<S: RemoteGenServer>(
+    ctx: &spore::Context,
+    args: S::Args,
+    opts: StartOptions,
+) -> Result<Pid, StartError> {
+    start_opt_in::<S>(ctx, args, opts, true).await
+}
+
+async fn start_opt_in<S: RemoteGenServer>(
+    ctx: &spore::Context,
+    args: S::Args,
+    opts: StartOptions,
+    link: bool,
+) -> Result<Pid, StartError> {
+    let starter = self_pid();
+    let parent = link.then_some(starter);
+    let serve = Serve::<S>(PhantomData);
+    let spawned = spawn_opt_in(ctx, serve, (args, starter, parent), opts.spawn(link)).await;
+    await_init(spawned, opts.timeout).await
+}
+
+impl StartOptions {
+    /// How the server's process is spawned: monitored by the starter (to
+    /// see it end during `init`), linked if asked, named if asked.
+    fn spawn(&self, link: bool) -> SpawnOptions {
+        let mut spawn = SpawnOptions::new().monitor();
+        if link {
+            spawn = spawn.link();
+        }
+        if let Some(name) = &self.name {
+            spawn = spawn.name(name.clone());
+        }
+        spawn
     }
-    let (server, mref) =
-        spawn_opt(serve::<S>(args, starter, parent), spawn).map_err(|e| match e {
-            SpawnError::NameTaken { name, owner } => StartError::AlreadyStarted { name, owner },
-            e => StartError::Spawn(e),
-        })?;
+}
+
+/// Waits for the `init` of the server just `spawned` (monitored, maybe
+/// linked), at most `timeout`: its pid once `init` succeeded, or the
+/// failure, with nothing left running, no link and no EXIT from it left.
+async fn await_init(
+    spawned: Result<(Pid, Option<Ref>), SpawnError>,
+    timeout: Option<Duration>,
+) -> Result<Pid, StartError> {
+    let (server, mref) = spawned.map_err(|e| match e {
+        SpawnError::NameTaken { name, owner } => StartError::AlreadyStarted { name, owner },
+        e => StartError::Spawn(e),
+    })?;
     let mref = mref.expect("a monitor was asked for");
     // No timeout: Duration::MAX sleeps for decades.
-    let timeout = opts.timeout.unwrap_or(Duration::MAX);
+    let timeout = timeout.unwrap_or(Duration::MAX);
     let got = receive_match_timeout(timeout, move |m| {
         if let Some(ack) = m.take_if::<InitAck>(|a| a.server == server) {
             return Some(Started::Ack(ack.result));
@@ -461,13 +603,15 @@ async fn await_down(mref: Ref) {
     let _: Down = receive_match(|m| m.take_if::<Down>(|d| d.mref == mref)).await;
 }
 
-/// Calls `server` (a pid, or a name registered in this context) with
+/// Calls `server` (a pid, a name registered in this context, or one in
+/// another context: [`Dest::At`]) with
 /// `request` and waits for the reply, at most 5 s
 /// ([`crate::call::DEFAULT_TIMEOUT`], OTP's default).
 ///
 /// Fails at once with the server's exit reason if it ends before it
 /// replies, or with `noproc` if it does not exist (or no process has that
-/// name). After a timeout, a reply that comes later is dropped on arrival:
+/// name; for a name in another context, `noconnection` if that context is
+/// lost). After a timeout, a reply that comes later is dropped on arrival:
 /// it never reaches the caller's mailbox. Other messages that arrive during
 /// the call stay queued, in order.
 pub async fn call<S: GenServer>(
@@ -486,22 +630,15 @@ pub async fn call_timeout<S: GenServer>(
     crate::call::call(server, request, Some(timeout)).await
 }
 
-/// Sends `msg` to `server` (a pid, or a name registered in this context)
+/// Sends `msg` to `server` (a pid, a name here, or one in another context)
 /// for its [`GenServer::handle_cast`], and returns at once. Never fails, as
 /// OTP's `gen_server:cast`: a cast to a dead pid or to a name nobody has is
 /// dropped silently.
 pub fn cast<S: GenServer>(server: impl Into<Dest>, msg: S::Cast) {
-    let pid = match server.into() {
-        Dest::Pid(p) => p,
-        Dest::Name(n) => match whereis(&n) {
-            Some(p) => p,
-            None => return,
-        },
-    };
-    send(pid, Cast { body: msg });
+    server.into().send(Cast { body: msg });
 }
 
-/// Stops `server` (a pid, or a name registered in this context): it takes
+/// Stops `server` (a pid, a name here, or one in another context): it takes
 /// the request in turn after the messages already queued, runs
 /// [`GenServer::terminate`] with `reason` and ends with it. Returns once
 /// the server is gone (OTP's `gen_server:stop`).

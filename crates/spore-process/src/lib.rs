@@ -48,11 +48,15 @@
 //!
 //! Pids name a context and a process there; [`send`], [`link`],
 //! [`monitor`] and [`exit`] work the same whichever context the other
-//! process lives in. When a context is lost, every link to a process there
-//! gets an exit signal `noconnection` and every monitor a DOWN
-//! `noconnection`. [`monitor_context`] and [`monitor_contexts`] report
-//! contexts coming and going as [`ContextEvent`] messages; a context that
-//! falls silent is declared lost after the router's heartbeat window
+//! process lives in. Names are per context: [`send_named_in`] and
+//! [`whereis_in`] reach a name in another context, and
+//! [`call::Dest::At`] calls one (so do [`gen_server`]'s functions);
+//! [`global`] names are unique across the tree. When a context is lost,
+//! every link to a process there gets an exit signal `noconnection` and
+//! every monitor a DOWN `noconnection`. [`monitor_context`] and
+//! [`monitor_contexts`] report contexts coming and going as
+//! [`ContextEvent`] messages; a context that falls silent is declared lost
+//! after the router's heartbeat window
 //! ([`spore::RouterBuilder::heartbeat`]).
 #![warn(missing_docs)]
 
@@ -78,7 +82,10 @@ pub use contexts::{ContextEvent, monitor_context, monitor_contexts};
 pub use envelope::{Envelope, Undecodable};
 pub use node::{SpawnError, SpawnOptions};
 pub use registry::{ProcessFunction, registered_processes};
-pub use remote::{PROCESS_HANDLE, spawn_in, spawn_link_in, spawn_monitor_in, spawn_opt_in};
+pub use remote::{
+    PROCESS_HANDLE, send_named_in, spawn_in, spawn_link_in, spawn_monitor_in, spawn_opt_in,
+    whereis_in,
+};
 pub use types::{Down, Exit, Message, Pid, ProcessResult, Reason, Ref};
 
 /// Registers an `async fn` as a process function: any context of the tree
@@ -100,6 +107,40 @@ pub use types::{Down, Exit, Message, Pid, ProcessResult, Reason, Ref};
 /// assert!(name_of(worker).ends_with("::worker"));
 /// ```
 pub use spore_macros::process;
+
+/// Makes a [`gen_server::GenServer`] startable in any context of the tree
+/// ([`gen_server::start_in`], [`gen_server::start_link_in`]): implements
+/// [`gen_server::RemoteGenServer`] for the type and registers the server's
+/// process function under a name made of the module path and the type, as
+/// [`process`] registers a function. Invoke it once per server type, beside
+/// its `impl GenServer` (a generic type once per instance used remotely);
+/// the type's `Args` must be a [`Message`] (they travel). See
+/// [`gen_server::start_in`] for an example.
+#[macro_export]
+macro_rules! remote_gen_server {
+    ($server:ty) => {
+        impl $crate::gen_server::RemoteGenServer for $server {
+            const NAME: &'static str = ::core::concat!(
+                ::core::module_path!(),
+                "::",
+                ::core::stringify!($server),
+                " (gen_server)"
+            );
+        }
+
+        const _: () = {
+            #[::spore_process::__private::linkme::distributed_slice(
+                ::spore_process::__private::PROCESS_FUNCTIONS
+            )]
+            #[linkme(crate = ::spore_process::__private::linkme)]
+            static ENTRY: ::spore_process::__private::ProcessEntry =
+                ::spore_process::__private::ProcessEntry {
+                    name: <$server as $crate::gen_server::RemoteGenServer>::NAME,
+                    start: $crate::gen_server::start_registered::<$server>,
+                };
+        };
+    };
+}
 
 #[doc(hidden)]
 pub mod __private {

@@ -149,8 +149,8 @@ pub(crate) type ExitHook = Box<dyn FnOnce(&Reason)>;
 #[derive(Default)]
 pub(crate) struct Ext {
     pub(crate) links: FxHashSet<Pid>,
-    /// Monitors this process holds: reference → monitored process.
-    pub(crate) monitors: FxHashMap<Ref, Pid>,
+    /// Monitors this process holds: reference → what it watches.
+    pub(crate) monitors: FxHashMap<Ref, Watched>,
     /// Monitors on this process: reference → watcher.
     pub(crate) monitored_by: FxHashMap<Ref, Pid>,
     pub(crate) name: Option<Rc<str>>,
@@ -161,11 +161,43 @@ pub(crate) struct Ext {
     exit_hooks: Vec<ExitHook>,
     /// The process in another context this one waits to hear is linked.
     pub(crate) awaiting_link: Option<Pid>,
-    /// The spawn in another context this one waits to hear of.
-    pub(crate) awaiting_spawn: Option<(Ref, ContextId)>,
+    /// Requests to other contexts (a spawn, a `whereis_in`) whose answers
+    /// this process waits for: request reference → the context asked. An
+    /// answer from any other context, or for no such request, is dropped.
+    pub(crate) asking: FxHashMap<Ref, ContextId>,
     /// Active aliases: references that messages may be addressed to
     /// ([`crate::call`] replies). A message to an inactive alias is dropped.
     pub(crate) aliases: FxHashSet<Ref>,
+}
+
+/// What a monitor watches.
+#[derive(Debug)]
+pub(crate) enum Watched {
+    /// A process (here or in another context).
+    Pid(Pid),
+    /// The process registered under this name in another context when the
+    /// monitor was set: the name is resolved there (`Wire::MonitorName`),
+    /// and kept here to remove the monitor there by name.
+    Name(ContextId, Box<str>),
+}
+
+impl Watched {
+    /// The context of what it watches.
+    pub(crate) fn context(&self) -> ContextId {
+        match self {
+            Watched::Pid(p) => p.context,
+            Watched::Name(ctx, _) => *ctx,
+        }
+    }
+
+    /// The pid it stands for: a name's is serial 0 of its context ("no
+    /// process": which process had the name is known only there).
+    pub(crate) fn pid(&self) -> Pid {
+        match self {
+            Watched::Pid(p) => *p,
+            Watched::Name(ctx, _) => Pid::none(*ctx),
+        }
+    }
 }
 
 impl ProcState {
@@ -334,6 +366,12 @@ impl Local {
         self.procs.borrow().get(&pid.serial).cloned()
     }
 
+    /// The live process registered as `name` here.
+    pub(crate) fn registered(&self, name: &str) -> Option<Rc<Proc>> {
+        let pid = *self.names.borrow().get(name)?;
+        self.lookup(pid)
+    }
+
     /// Starts a process running `fut` with pid `pid`, set up as `opts` asks
     /// (with `parent` as the process to link or monitor it). The name is
     /// checked first: a taken name starts nothing.
@@ -389,7 +427,12 @@ impl Local {
             }
             if opts.monitor {
                 let r = self.new_ref();
-                parent.st.borrow_mut().ext().monitors.insert(r, pid);
+                parent
+                    .st
+                    .borrow_mut()
+                    .ext()
+                    .monitors
+                    .insert(r, Watched::Pid(pid));
                 proc.st
                     .borrow_mut()
                     .ext()
@@ -532,17 +575,30 @@ impl Local {
                 crate::remote::exit_signal(self, pid, linked, reason.clone(), true);
             }
         }
-        for (mref, target) in ext.monitors.drain() {
-            if let Some(t) = self.lookup(target) {
-                if let Some(e) = t.st.borrow_mut().ext.as_mut() {
-                    e.monitored_by.remove(&mref);
-                }
-            } else if target.context != self.context() {
-                crate::remote::demonitor(self, pid, target, mref);
-            }
+        for (mref, watched) in ext.monitors.drain() {
+            self.unwatch(pid, mref, watched);
         }
         for (mref, watcher) in ext.monitored_by.drain() {
             self.down(watcher, mref, pid, reason.clone());
+        }
+    }
+
+    /// Removes monitor `mref` (held by `watcher`, no longer in its table)
+    /// from what it watches, here or in the other context.
+    pub(crate) fn unwatch(self: &Rc<Self>, watcher: Pid, mref: Ref, watched: Watched) {
+        match watched {
+            Watched::Pid(target) => {
+                if let Some(t) = self.lookup(target) {
+                    if let Some(e) = t.st.borrow_mut().ext.as_mut() {
+                        e.monitored_by.remove(&mref);
+                    }
+                } else if target.context != self.context() {
+                    crate::remote::demonitor(self, watcher, target, mref);
+                }
+            }
+            Watched::Name(ctx, name) => {
+                crate::remote::demonitor_name(self, watcher, ctx, name, mref)
+            }
         }
     }
 

@@ -16,7 +16,7 @@ use spore::ContextId;
 
 use crate::api::{Node, current, noproc_link, receive_match};
 use crate::envelope::Envelope;
-use crate::node::{self, Local, NodeHandle, SpawnError, SpawnOptions};
+use crate::node::{self, Local, NodeHandle, Proc, SpawnError, SpawnOptions, Watched};
 use crate::registry::ProcessFunction;
 use crate::types::{Message, Pid, Reason, Ref, type_tag};
 
@@ -100,6 +100,35 @@ pub(crate) enum Wire {
         link: bool,
         monitor: Option<Ref>,
     },
+    /// `from` monitors the process registered as `name` here (OTP's
+    /// monitor of `{Name, Node}`): the name is resolved on arrival, and
+    /// then it is a `Monitor` of that process; nothing has the name: a
+    /// `Down` `noproc` at once (its pid is serial 0 of this context).
+    MonitorName {
+        from: Pid,
+        name: String,
+        mref: Ref,
+    },
+    /// Removes monitor `mref` of `from` from the process registered as
+    /// `name` here.
+    DemonitorName {
+        from: Pid,
+        name: String,
+        mref: Ref,
+    },
+    /// Which process is registered as `name` here? Answered with
+    /// `WhereIsReply`.
+    WhereIs {
+        from: Pid,
+        req: Ref,
+        name: String,
+    },
+    /// The answer to `WhereIs`.
+    WhereIsReply {
+        to: Pid,
+        req: Ref,
+        pid: Option<Pid>,
+    },
 }
 
 /// [`SpawnOptions`] as a `Spawn` carries them; the monitor's reference is
@@ -122,8 +151,9 @@ pub(crate) enum WireSpawnError {
 
 impl Wire {
     /// The process this signal claims to come from, which must live in
-    /// the context that sent the frame. (`Spawned` claims none: it is
-    /// taken only as the answer its addressee waits for from that context.)
+    /// the context that sent the frame. (`Spawned` and `WhereIsReply`
+    /// claim none: each is taken only as the answer its addressee waits
+    /// for from that context.)
     fn sender(&self) -> Option<Pid> {
         Some(match self {
             Wire::Msg { from, .. }
@@ -134,10 +164,13 @@ impl Wire {
             | Wire::Exit { from, .. }
             | Wire::Monitor { from, .. }
             | Wire::Demonitor { from, .. }
-            | Wire::Spawn { from, .. } => *from,
+            | Wire::Spawn { from, .. }
+            | Wire::MonitorName { from, .. }
+            | Wire::DemonitorName { from, .. }
+            | Wire::WhereIs { from, .. } => *from,
             Wire::LinkReply { of, .. } => *of,
             Wire::Down { pid, .. } => *pid,
-            Wire::Spawned { .. } => return None,
+            Wire::Spawned { .. } | Wire::WhereIsReply { .. } => return None,
         })
     }
 }
@@ -195,11 +228,12 @@ spore::service!(NodeService);
 /// Sends a signal (and a message's bytes) to `to`'s context.
 fn post(local: &Rc<Local>, to: ContextId, wire: &Wire, body: Option<&[u8]>) {
     let Some(router) = &local.shared.router else {
-        return undeliverable(local, wire, "this process node is in no tree");
+        return undeliverable(local, to, wire, "this process node is in no tree");
     };
     if let Some(detail) = router.unreachable(to) {
         return undeliverable(
             local,
+            to,
             wire,
             &format!("context {to} is unreachable: {detail}"),
         );
@@ -219,20 +253,27 @@ fn post(local: &Rc<Local>, to: ContextId, wire: &Wire, body: Option<&[u8]>) {
     }
 }
 
-/// Sends a message to a process in another context (to an alias of it,
-/// if `alias` is given).
-pub(crate) fn send<M: Message>(local: &Rc<Local>, from: Pid, to: Pid, alias: Option<Ref>, msg: M) {
-    let body = match postcard::to_stdvec(&msg) {
-        Ok(b) => b,
+/// A message's type tag and postcard bytes; `None` (logged, naming the
+/// type and `to`) if it does not encode.
+fn encode<M: Message>(msg: &M, to: &dyn std::fmt::Display) -> Option<(u64, Vec<u8>)> {
+    match postcard::to_stdvec(msg) {
+        Ok(body) => Some((type_tag::<M>(), body)),
         Err(e) => {
             tracing::error!(
                 "a {} for {to} did not encode and was not sent: {e}",
                 std::any::type_name::<M>()
             );
-            return;
+            None
         }
+    }
+}
+
+/// Sends a message to a process in another context (to an alias of it,
+/// if `alias` is given).
+pub(crate) fn send<M: Message>(local: &Rc<Local>, from: Pid, to: Pid, alias: Option<Ref>, msg: M) {
+    let Some((tag, body)) = encode(&msg, &to) else {
+        return;
     };
-    let tag = type_tag::<M>();
     let wire = match alias {
         None => Wire::Msg { from, to, tag },
         Some(alias) => Wire::MsgAlias {
@@ -269,6 +310,176 @@ pub(crate) fn monitor(local: &Rc<Local>, from: Pid, to: Pid, mref: Ref) {
 
 pub(crate) fn demonitor(local: &Rc<Local>, from: Pid, to: Pid, mref: Ref) {
     post(local, to.context, &Wire::Demonitor { from, to, mref }, None);
+}
+
+/// Monitors the process registered as `name` in context `ctx` (not this
+/// one): the name is resolved there when the monitor arrives (OTP's
+/// monitor of `{Name, Node}`). The DOWN says `noproc` if nothing had the
+/// name, `noconnection` if the context is or becomes unreachable.
+pub(crate) fn monitor_name(ctx: ContextId, name: &str) -> Ref {
+    let (local, me) = current("call");
+    let mref = local.new_ref();
+    me.st
+        .borrow_mut()
+        .ext()
+        .monitors
+        .insert(mref, Watched::Name(ctx, name.into()));
+    let wire = Wire::MonitorName {
+        from: me.pid,
+        name: name.to_owned(),
+        mref,
+    };
+    post(&local, ctx, &wire, None);
+    mref
+}
+
+pub(crate) fn demonitor_name(
+    local: &Rc<Local>,
+    from: Pid,
+    ctx: ContextId,
+    name: Box<str>,
+    mref: Ref,
+) {
+    let wire = Wire::DemonitorName {
+        from,
+        name: name.into(),
+        mref,
+    };
+    post(local, ctx, &wire, None);
+}
+
+/// Sends `msg` to the process registered as `name` in context `ctx` (this
+/// one included): Erlang's `{Name, Node} ! Msg`. Never fails and never
+/// waits. If nothing has that name there, or the context is lost, the
+/// message is dropped silently, as Erlang drops it (ERTS does so even for
+/// `{Name, node()}`); unlike [`crate::send_named`], where an unknown name
+/// is an error as Erlang's `Name ! Msg` is. Messages from one process to
+/// one name keep their order, and keep it with the sender's other signals
+/// to that context.
+///
+/// `ctx` is a context's ID: [`spore::Context::id`], or the context of a
+/// [`Pid`] ([`Pid::context`]).
+///
+/// ```
+/// use spore_process::*;
+///
+/// Node::new().run_blocking(async {
+///     let inbox = spawn_opt(
+///         async {
+///             let n: u32 = receive().await;
+///             assert_eq!(n, 7);
+///         },
+///         SpawnOptions::new().name("inbox"),
+///     )
+///     .unwrap()
+///     .0;
+///     let here = self_pid().context();
+///     send_named_in(here, "nobody", 1u32); // dropped, no error
+///     send_named_in(here, "inbox", 7u32);
+///     let mref = monitor(inbox);
+///     let down = receive_match(|m| m.take_if::<Down>(|d| d.mref == mref)).await;
+///     assert_eq!(down.reason, Reason::Normal);
+/// })
+/// .unwrap();
+/// ```
+pub fn send_named_in<M: Message>(ctx: ContextId, name: &str, msg: M) {
+    let (local, me) = current("send_named_in");
+    if ctx == local.context() {
+        if let Some(p) = local.registered(name) {
+            local.deliver(&p, Envelope::local(msg));
+        }
+        return;
+    }
+    let Some((tag, body)) = encode(&msg, &format_args!("{name:?} in context {ctx}")) else {
+        return;
+    };
+    let wire = Wire::MsgNamed {
+        from: me.pid,
+        name: name.to_owned(),
+        tag,
+    };
+    post(&local, ctx, &wire, Some(&body));
+}
+
+/// The process registered as `name` in context `ctx` (this one included),
+/// asked there: a request and its answer on the wire (Erlang's
+/// `rpc:call(Node, erlang, whereis, [Name])`). `None` if nothing has that
+/// name there, and also if the context is lost or unreachable before it
+/// answers. The answer may be out of date when it arrives, as any
+/// `whereis` answer may: to talk to a named process, send to the name
+/// ([`send_named_in`]) or call it ([`crate::call::Dest::At`]).
+pub async fn whereis_in(ctx: ContextId, name: &str) -> Option<Pid> {
+    {
+        let (local, _) = current("whereis_in");
+        if ctx == local.context() {
+            return local.registered(name).map(|p| p.pid);
+        }
+    }
+    let name = name.to_owned();
+    ask(ctx, "whereis_in", move |from, req| Wire::WhereIs {
+        from,
+        req,
+        name,
+    })
+    .await
+    .unwrap_or(None)
+}
+
+/// The answer to a request this process sent another context ([`ask`]).
+#[derive(Debug, Serialize, Deserialize)]
+struct Answer<T> {
+    req: Ref,
+    value: T,
+}
+
+/// A request whose context was lost, or unreachable, before it answered.
+#[derive(Debug, Serialize, Deserialize)]
+struct Unanswered {
+    req: Ref,
+    detail: String,
+}
+
+/// Sends the request `wire(me, req)` to context `to` and waits for its
+/// [`Answer`], or for why none will come (the context is or becomes
+/// unreachable). `what` names the API for its panic outside a process.
+async fn ask<T: Message>(
+    to: ContextId,
+    what: &str,
+    wire: impl FnOnce(Pid, Ref) -> Wire,
+) -> Result<T, String> {
+    let req = {
+        let (local, me) = current(what);
+        let req = local.new_ref();
+        me.st.borrow_mut().ext().asking.insert(req, to);
+        post(&local, to, &wire(me.pid, req), None);
+        req
+    };
+    receive_match(|e: &mut Envelope| {
+        if let Some(a) = e.take_if::<Answer<T>>(|a| a.req == req) {
+            return Some(Ok(a.value));
+        }
+        e.take_if::<Unanswered>(|u| u.req == req)
+            .map(|u| Err(u.detail))
+    })
+    .await
+}
+
+/// The process `to` if it waits for the answer to request `req` from
+/// context `src`; it waits no more (one answer per request).
+fn asker(local: &Rc<Local>, src: ContextId, to: Pid, req: Ref) -> Option<Rc<Proc>> {
+    let p = local.lookup(to)?;
+    let waits =
+        p.st.borrow_mut()
+            .ext_mut()
+            .is_some_and(|e| e.asking.get(&req) == Some(&src) && e.asking.remove(&req).is_some());
+    waits.then_some(p)
+}
+
+/// Request `req` of `to`, sent to context `src`, will not be answered.
+fn unanswered(local: &Rc<Local>, src: ContextId, to: Pid, req: Ref, detail: String) {
+    if let Some(p) = asker(local, src, to, req) {
+        local.deliver(&p, Envelope::local(Unanswered { req, detail }));
+    }
 }
 
 pub(crate) fn down(local: &Rc<Local>, to: Pid, mref: Ref, pid: Pid, reason: Reason) {
@@ -384,15 +595,12 @@ fn on_frame(local: &Rc<Local>, src: ContextId, payload: Bytes) {
                 local.deliver_to_alias(&p, alias, Envelope::remote(tag, payload.slice(rest..)));
             }
         }
-        Wire::MsgNamed { name, tag, .. } => {
-            let to = local.names.borrow().get(name.as_str()).copied();
-            match to.and_then(|to| local.lookup(to)) {
-                Some(p) => local.deliver(&p, Envelope::remote(tag, payload.slice(rest..))),
-                None => tracing::debug!(
-                    "a message from context {src} to the unregistered name {name:?} was dropped"
-                ),
-            }
-        }
+        Wire::MsgNamed { name, tag, .. } => match local.registered(&name) {
+            Some(p) => local.deliver(&p, Envelope::remote(tag, payload.slice(rest..))),
+            None => tracing::debug!(
+                "a message from context {src} to the unregistered name {name:?} was dropped"
+            ),
+        },
         Wire::Link { from, to } => {
             let ok = match local.lookup(to) {
                 Some(p) if p.st.borrow().alive => {
@@ -441,9 +649,7 @@ fn on_frame(local: &Rc<Local>, src: ContextId, payload: Bytes) {
         },
         Wire::Demonitor { to, mref, .. } => {
             if let Some(p) = local.lookup(to) {
-                if let Some(e) = p.st.borrow_mut().ext_mut() {
-                    e.monitored_by.remove(&mref);
-                }
+                unmonitored(&p, mref);
             }
         }
         Wire::Down {
@@ -477,14 +683,9 @@ fn on_frame(local: &Rc<Local>, src: ContextId, payload: Bytes) {
             link,
             monitor,
         } => {
-            let Some(p) = local.lookup(to) else { return };
-            let waiting =
-                p.st.borrow()
-                    .ext_ref()
-                    .is_some_and(|e| e.awaiting_spawn == Some((req, src)));
-            if !waiting {
+            let Some(p) = asker(local, src, to, req) else {
                 return;
-            }
+            };
             if let Ok(child) = &result {
                 // Before anything the child sends can arrive: its exit
                 // signal or DOWN finds the link or monitor in place.
@@ -493,11 +694,45 @@ fn on_frame(local: &Rc<Local>, src: ContextId, payload: Bytes) {
                     st.ext().links.insert(*child);
                 }
                 if let Some(mref) = monitor {
-                    st.ext().monitors.insert(mref, *child);
+                    st.ext().monitors.insert(mref, Watched::Pid(*child));
                 }
             }
-            local.deliver(&p, Envelope::local(SpawnAnswer { req, result }));
+            local.deliver(&p, Envelope::local(Answer { req, value: result }));
         }
+        Wire::MonitorName { from, name, mref } => match local.registered(&name) {
+            Some(p) => {
+                p.st.borrow_mut().ext().monitored_by.insert(mref, from);
+            }
+            None => {
+                let nobody = Pid::none(local.context());
+                down(local, from, mref, nobody, Reason::Noproc)
+            }
+        },
+        Wire::DemonitorName { name, mref, .. } => {
+            // If the name moved on to another process since, that one
+            // holds no such monitor and nothing is removed; the process
+            // that unregistered it keeps the monitor until it ends, and
+            // the caller, which no longer holds it, drops that DOWN.
+            if let Some(p) = local.registered(&name) {
+                unmonitored(&p, mref);
+            }
+        }
+        Wire::WhereIs { from, req, name } => {
+            let pid = local.registered(&name).map(|p| p.pid);
+            post(local, src, &Wire::WhereIsReply { to: from, req, pid }, None);
+        }
+        Wire::WhereIsReply { to, req, pid } => {
+            if let Some(p) = asker(local, src, to, req) {
+                local.deliver(&p, Envelope::local(Answer { req, value: pid }));
+            }
+        }
+    }
+}
+
+/// Removes monitor `mref` from those on `p`.
+fn unmonitored(p: &Proc, mref: Ref) {
+    if let Some(e) = p.st.borrow_mut().ext_mut() {
+        e.monitored_by.remove(&mref);
     }
 }
 
@@ -551,14 +786,6 @@ fn spawn_here(
     Ok(pid)
 }
 
-/// The answer to a spawn in another context, as the spawning process
-/// waits for it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SpawnAnswer {
-    req: Ref,
-    result: Result<Pid, WireSpawnError>,
-}
-
 /// Spawns process function `f` with `args` in context `ctx` (this one
 /// included), set up as `opts` asks: linked to or monitored by the caller
 /// before it first runs, even in another context (a child that dies at
@@ -576,7 +803,7 @@ pub async fn spawn_opt_in<F: ProcessFunction>(
     };
     let args = postcard::to_stdvec(&args).map_err(|e| failed(format!("arguments: {e}")))?;
     let target = ctx.id();
-    let (req, mref) = {
+    let mref = {
         let (local, me) = current("spawn_in");
         if target == local.context() {
             let entry = crate::registry::lookup(F::NAME)
@@ -586,34 +813,29 @@ pub async fn spawn_opt_in<F: ProcessFunction>(
             let mref = local.spawn(pid, fut, &opts, Some(&me))?;
             return Ok((pid, mref));
         }
-        let req = local.new_ref();
-        let mref = opts.monitor.then(|| local.new_ref());
-        me.st.borrow_mut().ext().awaiting_spawn = Some((req, target));
-        let wire = Wire::Spawn {
-            from: me.pid,
-            req,
-            function: F::NAME.to_owned(),
-            args,
-            opts: WireSpawnOptions {
-                link: opts.link,
-                monitor: mref,
-                name: opts.name.clone(),
-                trap_exit: opts.trap_exit,
-                mailbox_bound: opts.mailbox_bound.map(|b| b as u64),
-            },
-        };
-        post(&local, target, &wire, None);
-        (req, mref)
+        opts.monitor.then(|| local.new_ref())
     };
-    let answer = receive_match(|e: &mut Envelope| e.take_if::<SpawnAnswer>(|a| a.req == req)).await;
-    let (_, me) = current("spawn_in");
-    me.st.borrow_mut().ext().awaiting_spawn = None;
-    match answer.result {
-        Ok(pid) => Ok((pid, mref)),
-        Err(WireSpawnError::NameTaken { name, owner }) => {
+    let wire_opts = WireSpawnOptions {
+        link: opts.link,
+        monitor: mref,
+        name: opts.name.clone(),
+        trap_exit: opts.trap_exit,
+        mailbox_bound: opts.mailbox_bound.map(|b| b as u64),
+    };
+    let answer = ask(target, "spawn_in", |from, req| Wire::Spawn {
+        from,
+        req,
+        function: F::NAME.to_owned(),
+        args,
+        opts: wire_opts,
+    })
+    .await;
+    match answer {
+        Ok(Ok(pid)) => Ok((pid, mref)),
+        Ok(Err(WireSpawnError::NameTaken { name, owner })) => {
             Err(SpawnError::NameTaken { name, owner })
         }
-        Err(WireSpawnError::Failed(detail)) => Err(failed(detail)),
+        Ok(Err(WireSpawnError::Failed(detail))) | Err(detail) => Err(failed(detail)),
     }
 }
 
@@ -647,22 +869,17 @@ pub async fn spawn_monitor_in<F: ProcessFunction>(
     Ok((pid, mref.expect("a monitor was asked for")))
 }
 
-/// A signal that cannot reach its context: what the sender would have
-/// been told had it arrived, told now (`noconnection`).
-fn undeliverable(local: &Rc<Local>, wire: &Wire, detail: &str) {
+/// A signal that cannot reach its context `ctx`: what the sender would
+/// have been told had it arrived, told now (`noconnection`).
+fn undeliverable(local: &Rc<Local>, ctx: ContextId, wire: &Wire, detail: &str) {
     match wire {
         Wire::Monitor { from, to, mref } => local.down(*from, *mref, *to, Reason::Noconnection),
+        Wire::MonitorName { from, mref, .. } => {
+            local.down(*from, *mref, Pid::none(ctx), Reason::Noconnection)
+        }
         Wire::Link { from, to } => answer_link(local, *from, *to, Err(Reason::Noconnection)),
-        Wire::Spawn { from, req, .. } => {
-            if let Some(p) = local.lookup(*from) {
-                local.deliver(
-                    &p,
-                    Envelope::local(SpawnAnswer {
-                        req: *req,
-                        result: Err(WireSpawnError::Failed(detail.to_owned())),
-                    }),
-                );
-            }
+        Wire::Spawn { from, req, .. } | Wire::WhereIs { from, req, .. } => {
+            unanswered(local, ctx, *from, *req, detail.to_owned())
         }
         _ => tracing::debug!(
             "a process signal for an unreachable context was dropped ({detail}): {wire:?}"
@@ -671,8 +888,9 @@ fn undeliverable(local: &Rc<Local>, wire: &Wire, detail: &str) {
 }
 
 /// Contexts were lost: every link to a process there gets an exit signal
-/// `noconnection`, every monitor of one a DOWN `noconnection`, and a link
-/// waiting for its answer fails with it.
+/// `noconnection`, every monitor of one (or of a name there) a DOWN
+/// `noconnection`, a link waiting for its answer fails with it, and a
+/// request waiting for its answer learns that none will come.
 fn contexts_lost(local: &Rc<Local>, lost: &[ContextId], detail: &str) {
     tracing::debug!(
         "process node of context {}: contexts {lost:?} lost ({detail})",
@@ -681,7 +899,7 @@ fn contexts_lost(local: &Rc<Local>, lost: &[ContextId], detail: &str) {
     let gone = |p: &Pid| lost.contains(&p.context);
     let procs: Vec<_> = local.procs.borrow().values().cloned().collect();
     for p in procs {
-        let (links, monitors, awaiting) = {
+        let (links, monitors, awaiting, asking) = {
             let mut st = p.st.borrow_mut();
             let Some(ext) = st.ext_mut() else { continue };
             ext.monitored_by.retain(|_, w| !gone(w));
@@ -689,24 +907,23 @@ fn contexts_lost(local: &Rc<Local>, lost: &[ContextId], detail: &str) {
             let monitors: Vec<(Ref, Pid)> = ext
                 .monitors
                 .iter()
-                .filter(|(_, t)| gone(t))
-                .map(|(r, t)| (*r, *t))
+                .filter(|(_, w)| lost.contains(&w.context()))
+                .map(|(r, w)| (*r, w.pid()))
                 .collect();
-            (links, monitors, ext.awaiting_link.filter(gone))
+            let asking: Vec<(Ref, ContextId)> = ext
+                .asking
+                .iter()
+                .filter(|(_, ctx)| lost.contains(ctx))
+                .map(|(r, ctx)| (*r, *ctx))
+                .collect();
+            (links, monitors, ext.awaiting_link.filter(gone), asking)
         };
         if let Some(of) = awaiting {
             answer_link(local, p.pid, of, Err(Reason::Noconnection));
         }
-        let spawn =
-            p.st.borrow()
-                .ext_ref()
-                .and_then(|e| e.awaiting_spawn)
-                .filter(|(_, ctx)| lost.contains(ctx));
-        if let Some((req, ctx)) = spawn {
-            let result = Err(WireSpawnError::Failed(format!(
-                "context {ctx} was lost: {detail}"
-            )));
-            local.deliver(&p, Envelope::local(SpawnAnswer { req, result }));
+        for (req, ctx) in asking {
+            let why = format!("context {ctx} was lost: {detail}");
+            unanswered(local, ctx, p.pid, req, why);
         }
         for (mref, target) in monitors {
             local.down(p.pid, mref, target, Reason::Noconnection);

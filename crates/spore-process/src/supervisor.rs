@@ -44,9 +44,10 @@
 //!   exit with the same reason; one from any other process that is not a
 //!   child is ignored.
 //!
-//! The API talks to the supervisor with [`crate::call`] and waits as long
-//! as the supervisor takes (OTP's `infinity`); it fails at once with the
-//! supervisor's exit reason if it ends, or with `noproc`.
+//! The API talks to the supervisor with [`crate::call`] (by pid, by name
+//! here, or by its name in another context: [`Dest::At`]) and waits as
+//! long as the supervisor takes (OTP's `infinity`); it fails at once with
+//! the supervisor's exit reason if it ends, or with `noproc`.
 //!
 //! A child that ends abnormally is logged at `info` level (the supervisor
 //! handles it); a failed start, a child that did not stop as asked, and
@@ -639,9 +640,11 @@ pub enum ChildError {
     #[error("{0}")]
     Unsupported(String),
     /// A [`ChildSpec`] holds a function: it can only be given to a
-    /// supervisor in the caller's context.
-    #[error("a ChildSpec holds a start function and cannot be sent to {0} in another context")]
-    NotLocal(Pid),
+    /// supervisor in the caller's context (this one is named).
+    #[error(
+        "a ChildSpec holds a start function: it cannot be sent to supervisor {0}, which is in another context"
+    )]
+    NotLocal(String),
     /// The supervisor could not be asked (it ended, or does not exist).
     #[error(transparent)]
     #[serde(skip)]
@@ -823,9 +826,14 @@ pub async fn start_link(spec: SupSpec) -> Result<Pid, StartError> {
 pub async fn start_child(sup: impl Into<Dest>, child: impl NewChild) -> Result<Pid, ChildError> {
     let sup = sup.into();
     let req = child.into_request();
-    if let (NewChildReq::Spec(_), Dest::Pid(pid)) = (&req, &sup) {
-        if pid.context() != current("start_child").0.context() {
-            return Err(ChildError::NotLocal(*pid));
+    if let NewChildReq::Spec(_) = &req {
+        let there = match &sup {
+            Dest::Pid(pid) => Some(pid.context()),
+            Dest::At(ctx, _) => Some(*ctx),
+            Dest::Name(_) => None,
+        };
+        if there.is_some_and(|ctx| ctx != current("start_child").0.context()) {
+            return Err(ChildError::NotLocal(sup.to_string()));
         }
     }
     call::call::<Cmd, Result<Pid, ChildError>>(sup, Cmd::StartChild(req), Some(FOREVER)).await?

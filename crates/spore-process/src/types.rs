@@ -37,6 +37,13 @@ impl Pid {
     pub fn serial(&self) -> u64 {
         self.serial
     }
+
+    /// Serial 0 of `context`: no process. Stands for the sender of a
+    /// message from outside any process, and for the process a name in
+    /// another context stood for when that is not known.
+    pub(crate) fn none(context: ContextId) -> Pid {
+        Pid { context, serial: 0 }
+    }
 }
 
 impl fmt::Display for Pid {
@@ -165,7 +172,10 @@ pub struct Exit {
 pub struct Down {
     /// The monitor's reference, as [`crate::monitor`] returned it.
     pub mref: Ref,
-    /// The monitored process.
+    /// The monitored process. For a monitor of a name in another context
+    /// (a call to [`crate::call::Dest::At`]), the process that had the
+    /// name; serial 0 of that context if none had it or the context was
+    /// lost.
     pub pid: Pid,
     /// Why it ended: its exit reason, `noproc` if it did not exist, or
     /// `noconnection` if its context was lost.

@@ -735,6 +735,70 @@ fn after_a_timeout_the_late_reply_never_appears_and_other_messages_stay_in_order
 }
 
 #[test]
+fn a_name_at_the_callers_own_context_is_a_name_here() {
+    // Dest::At, send_named_in and whereis_in with this context: the same
+    // as a name here, except that sending to an unknown name is dropped
+    // silently, as Erlang's `{Name, node()} ! Msg` is.
+    run(async {
+        let here = self_pid().context();
+        let server = spawn(doubler());
+        register("doubler", server).unwrap();
+        let n: u32 = call::call(call::Dest::at(here, "doubler"), (21u32, 0u64), None)
+            .await
+            .unwrap();
+        assert_eq!(n, 42);
+        assert_eq!(whereis_in(here, "doubler").await, Some(server));
+        assert_eq!(whereis_in(here, "nobody").await, None);
+        let err = call::call::<_, u32>(call::Dest::at(here, "nobody"), (1u32, 0u64), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), Some(&Reason::Noproc));
+        assert!(err.to_string().contains("\"nobody\" in context 0"), "{err}");
+
+        send_named_in(here, "nobody", "dropped".to_string());
+        let (p, mref) = spawn_monitor(async {
+            let s: String = receive().await;
+            assert_eq!(s, "by name");
+        });
+        register("svc", p).unwrap();
+        send_named_in(here, "svc", "by name".to_string());
+        assert_eq!(down_of(mref).await, Reason::Normal);
+        let me = process_info(self_pid()).unwrap();
+        assert!(me.monitors.is_empty() && me.mailbox_len == 0, "{me:?}");
+    });
+}
+
+#[test]
+fn a_name_in_another_context_from_a_node_in_no_tree_is_unreachable_at_once() {
+    // A node of its own reaches no other context: a call to a name there
+    // fails at once with noconnection, whereis_in answers None, and a
+    // message is dropped. Nothing is left behind.
+    run(async {
+        let elsewhere = self_pid().context() + 1;
+        let err = call::call::<_, u32>(call::Dest::at(elsewhere, "doubler"), (1u32, 0u64), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), Some(&Reason::Noconnection));
+        assert!(
+            err.to_string().contains("\"doubler\" in context 1"),
+            "{err}"
+        );
+        assert_eq!(whereis_in(elsewhere, "doubler").await, None);
+        send_named_in(elsewhere, "doubler", 1u8);
+        let err = gen_server::stop(
+            call::Dest::at(elsewhere, "x"),
+            Reason::Normal,
+            Duration::MAX,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.reason(), Some(&Reason::Noconnection));
+        let me = process_info(self_pid()).unwrap();
+        assert!(me.monitors.is_empty() && me.mailbox_len == 0, "{me:?}");
+    });
+}
+
+#[test]
 fn outside_a_tree_every_other_context_is_down_at_once() {
     run(async {
         let me = self_pid();

@@ -494,6 +494,176 @@ pub async fn send_picky(to: Pid, n: u32) {
     spore_process::send(to, Picky(n));
 }
 
+// A gen_server and a supervised worker for `tests/otp.rs`.
+use spore_process::call::ReplyTo;
+use spore_process::gen_server::{CallResult, Flow, GenServer};
+
+/// A key-value store that misbehaves on demand, started in fixture
+/// contexts with `gen_server::start_in`. Its argument is the observer its
+/// `terminate` and `handle_info` report to.
+#[derive(Default)]
+pub struct Store {
+    map: std::collections::BTreeMap<String, u64>,
+    observer: Option<Pid>,
+    /// A call held until a [`StoreCast::Release`].
+    held: Option<ReplyTo>,
+}
+
+/// [`Store`]'s requests.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum StoreCall {
+    Get(String),
+    Put(String, u64),
+    /// Sends the caller `0..n` (as `u32`) before replying: messages that
+    /// arrive during the call.
+    ChatterThenReply(u32),
+    /// Holds the call (answered by a [`StoreCast::Release`]), after
+    /// telling `notify`, if given, that it holds it.
+    Hold(Option<Pid>),
+    /// Ends the server with this reason, without a reply.
+    Stop(Reason),
+    /// How many monitors the server has on it (the caller's, during the
+    /// call, is one).
+    MonitoredBy,
+}
+
+/// [`Store`]'s answers.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub enum StoreReply {
+    Value(Option<u64>),
+    Ok,
+    Count(usize),
+    Released,
+}
+
+/// [`Store`]'s casts.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum StoreCast {
+    Put(String, u64),
+    /// Answers the held call (late, if its caller gave up).
+    Release,
+}
+
+/// What [`Store`]'s `terminate` tells the observer.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoreTerminated {
+    pub server: Pid,
+    pub reason: Reason,
+}
+
+/// What [`Store`]'s `handle_info` tells the observer of a `String` it
+/// got.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoreInfo(pub String);
+
+impl GenServer for Store {
+    type Args = Option<Pid>;
+    type Call = StoreCall;
+    type Reply = StoreReply;
+    type Cast = StoreCast;
+
+    async fn init(observer: Option<Pid>) -> Result<Self, Reason> {
+        Ok(Store {
+            observer,
+            ..Store::default()
+        })
+    }
+
+    async fn handle_call(&mut self, req: StoreCall, from: ReplyTo) -> CallResult<StoreReply> {
+        match req {
+            StoreCall::Get(k) => CallResult::Reply(StoreReply::Value(self.map.get(&k).copied())),
+            StoreCall::Put(k, v) => CallResult::Reply(StoreReply::Value(self.map.insert(k, v))),
+            StoreCall::ChatterThenReply(n) => {
+                for i in 0..n {
+                    spore_process::send(from.pid(), i);
+                }
+                CallResult::Reply(StoreReply::Ok)
+            }
+            StoreCall::Hold(notify) => {
+                self.held = Some(from);
+                if let Some(n) = notify {
+                    spore_process::send(n, "holding".to_string());
+                }
+                CallResult::NoReply
+            }
+            StoreCall::Stop(reason) => CallResult::Stop {
+                reason,
+                reply: None,
+            },
+            StoreCall::MonitoredBy => {
+                let me = spore_process::self_pid();
+                let info = spore_process::process_info(me).expect("alive");
+                CallResult::Reply(StoreReply::Count(info.monitored_by.len()))
+            }
+        }
+    }
+
+    async fn handle_cast(&mut self, msg: StoreCast) -> Flow {
+        match msg {
+            StoreCast::Put(k, v) => {
+                self.map.insert(k, v);
+            }
+            StoreCast::Release => {
+                if let Some(from) = self.held.take() {
+                    spore_process::call::reply(&from, StoreReply::Released);
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn handle_info(&mut self, msg: &mut spore_process::Envelope) -> Flow {
+        if let (Some(s), Some(o)) = (msg.take::<String>(), self.observer) {
+            spore_process::send(o, StoreInfo(s));
+        }
+        Flow::Continue
+    }
+
+    async fn terminate(&mut self, reason: &Reason) {
+        if let Some(o) = self.observer {
+            let server = spore_process::self_pid();
+            spore_process::send(
+                o,
+                StoreTerminated {
+                    server,
+                    reason: reason.clone(),
+                },
+            );
+        }
+    }
+}
+
+spore_process::remote_gen_server!(Store);
+
+/// Makes a [`sup_worker`] end with this reason.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Crash(pub Reason);
+
+/// A supervised worker (spawn it trapping exits, so that its supervisor's
+/// `shutdown` is a message even before it first runs). It ends with the
+/// reason of a [`Crash`] it gets. An exit signal it answers as told: with
+/// `comply`, it reports "stop ID" to `report` and ends with the signal's
+/// reason; otherwise it reports "ignored ID" and goes on.
+#[spore_process::process]
+pub async fn sup_worker(id: String, report: Pid, comply: bool) -> Reason {
+    loop {
+        let ev = spore_process::receive_match(|m| {
+            m.take::<Crash>()
+                .map(Ok)
+                .or_else(|| m.take::<spore_process::Exit>().map(Err))
+        })
+        .await;
+        match ev {
+            Ok(Crash(reason)) => return reason,
+            Err(exit) if comply => {
+                spore_process::send(report, format!("stop {id}"));
+                return exit.reason;
+            }
+            Err(_) => spore_process::send(report, format!("ignored {id}")),
+        }
+    }
+}
+
 /// Watches context `ctx` with `monitor_context` and forwards the event it
 /// gets to `report`.
 #[spore_process::process]

@@ -74,6 +74,17 @@ impl Fixture {
     }
 }
 
+/// Kills a context's process with SIGKILL (a direct child of this
+/// process's router).
+pub fn kill_context(ctx: &spore::Context) {
+    let pid = ctx.pid().expect("a direct child");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).expect("a process ID"),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap_or_else(|e| panic!("SIGKILL to context {} ({pid}): {e}", ctx.name()));
+}
+
 /// Whether `pid` exists and is not a zombie.
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use spore_process::*;
-use spore_test_support::Fixture;
 use spore_test_support::funcs::*;
+use spore_test_support::{Fixture, kill_context};
 
 fn fixture() -> Fixture {
     Fixture::new(env!("CARGO_BIN_EXE_spore-fixture"))
@@ -16,16 +16,6 @@ async fn down_of(mref: Ref) -> Reason {
     receive_match(|m| m.take_if::<Down>(|d| d.mref == mref))
         .await
         .reason
-}
-
-/// Kills a context's process with SIGKILL.
-fn kill_context(ctx: &spore::Context) {
-    let pid = ctx.pid().expect("a direct child");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid as i32).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
 }
 
 #[tokio::test]
