@@ -1,7 +1,7 @@
 //! Global names: unique across the whole tree (Erlang's `global`).
 //!
 //! One name server, a process in the master context, holds every global
-//! name; each operation is a [`call`](crate::call::call) to it from
+//! name; each operation is a [`call`](fn@crate::call::call) to it from
 //! wherever the caller runs. It monitors every registered process, so a
 //! name is freed when its process ends, and when its context is lost (the
 //! monitor's DOWN says `noconnection`). Unlike a context's own names

@@ -56,7 +56,9 @@ pub use call_chain::CallChain;
 pub use channel::{Receiver, RecvError, Select, SelectCloser, SendError, Sender};
 pub use error::ConnectError;
 pub use images::this_platform;
-pub use router::{Context, OutputLine, OutputStream, PendingCall, Router, RouterBuilder};
+pub use router::{
+    Context, DEFAULT_HEARTBEAT, OutputLine, OutputStream, PendingCall, Router, RouterBuilder,
+};
 pub use service::{FIRST_SERVICE, LAST_SERVICE, Service};
 pub use spore_proto::ContextId;
 /// The master's context ID: the root of every tree.
