@@ -700,3 +700,50 @@ pub async fn bounce_context(report: Pid) {
         spore_process::send(report, ctx);
     }
 }
+
+/// What a [`puppet`] process is told to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Act {
+    /// `trap_exit(on)`.
+    Trap(bool),
+    /// Send `text` to `to`.
+    Say(Pid, String),
+    /// `exit_self(reason)`.
+    Exit(Reason),
+    /// Answer "alive" to the reporter.
+    Ping,
+}
+
+/// A process that does what it is told ([`Act`]) and reports everything
+/// else it receives — texts, EXIT messages — to `report` as text, in the
+/// order it got them.
+#[spore_process::process]
+pub async fn puppet(report: Pid) -> Result<(), Reason> {
+    use spore_process::{Envelope, Exit, send};
+    enum Got {
+        Act(Act),
+        Text(String),
+        Exit(Exit),
+    }
+    let pick = |m: &mut Envelope| {
+        if let Some(a) = m.take::<Act>() {
+            return Some(Got::Act(a));
+        }
+        if let Some(t) = m.take::<String>() {
+            return Some(Got::Text(t));
+        }
+        m.take::<Exit>().map(Got::Exit)
+    };
+    loop {
+        match spore_process::receive_match(pick).await {
+            Got::Act(Act::Trap(on)) => {
+                spore_process::trap_exit(on);
+            }
+            Got::Act(Act::Say(to, text)) => send(to, text),
+            Got::Act(Act::Exit(reason)) => return Err(reason),
+            Got::Act(Act::Ping) => send(report, "alive".to_string()),
+            Got::Text(t) => send(report, t),
+            Got::Exit(e) => send(report, format!("EXIT {} {}", e.from, e.reason)),
+        }
+    }
+}

@@ -136,6 +136,158 @@ async fn across_contexts_kill_is_untrappable_and_abnormal_exits_propagate_over_l
     router.shutdown().await;
 }
 
+/// The next text a puppet reported.
+async fn heard(what: &str) -> String {
+    receive_timeout::<String>(Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("no report from the puppet (waiting for {what})"))
+}
+
+#[tokio::test]
+async fn across_contexts_exit_normal_trap_exit_and_monitors_follow_erlang() {
+    // B2, B4, B7 and B9 with the other process in another context.
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let node = Node::of(&router);
+    node.run(async move {
+        let me = self_pid();
+        // B2: exit(P, normal) leaves a non-trapping P running; P ending
+        // itself with normal ends normally.
+        let (p, mref) = spawn_monitor_in(&a, puppet, (me,)).await.unwrap();
+        exit(p, Reason::Normal);
+        send(p, Act::Ping);
+        assert_eq!(heard("alive").await, "alive");
+        send(p, Act::Exit(Reason::Normal));
+        assert_eq!(down_of(mref).await, Reason::Normal);
+
+        // B4: while trapping, exit signals come as EXIT messages in order
+        // with the sender's other messages; trap_exit switches back off.
+        let (p, mref) = spawn_monitor_in(&a, puppet, (me,)).await.unwrap();
+        // An exit signal acts on arrival, so the switch must be done first.
+        send(p, Act::Trap(true));
+        send(p, Act::Ping);
+        assert_eq!(heard("alive").await, "alive");
+        send(p, "one".to_string());
+        exit(p, Reason::error("first"));
+        send(p, "two".to_string());
+        exit(p, Reason::Shutdown);
+        assert_eq!(heard("one").await, "one");
+        assert_eq!(heard("an EXIT").await, format!("EXIT {me} first"));
+        assert_eq!(heard("two").await, "two");
+        assert_eq!(heard("an EXIT").await, format!("EXIT {me} shutdown"));
+        send(p, Act::Trap(false));
+        send(p, Act::Ping);
+        assert_eq!(heard("alive").await, "alive");
+        exit(p, Reason::error("now it kills"));
+        assert_eq!(down_of(mref).await, Reason::error("now it kills"));
+
+        // B7: monitors stack; each gives its own DOWN, once.
+        let p = spawn_in(&a, puppet, (me,)).await.unwrap();
+        let (m1, m2) = (monitor(p), monitor(p));
+        assert_ne!(m1, m2);
+        exit(p, Reason::Kill);
+        let mut downs = [receive::<Down>().await, receive::<Down>().await];
+        downs.sort_by_key(|d| d.mref);
+        let mut want = [m1, m2];
+        want.sort();
+        assert_eq!(downs.iter().map(|d| d.mref).collect::<Vec<_>>(), want);
+        assert!(
+            downs
+                .iter()
+                .all(|d| d.pid == p && d.reason == Reason::Killed)
+        );
+        assert_eq!(
+            receive_timeout::<Down>(Duration::from_millis(50)).await,
+            None
+        );
+
+        // B9: demonitor removes the monitor; with flush, a queued DOWN too.
+        let p = spawn_in(&a, puppet, (me,)).await.unwrap();
+        let quiet = monitor(p);
+        assert!(demonitor(quiet, false));
+        let flushed = monitor(p);
+        send(p, Act::Say(me, "bye".into()));
+        send(p, Act::Exit(Reason::error("gone")));
+        assert_eq!(heard("bye").await, "bye");
+        // The DOWN comes after "bye" from the same context: wait for it to
+        // be queued, then flush it away.
+        for _ in 0..2000 {
+            if process_info(me).unwrap().mailbox_len > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(process_info(me).unwrap().mailbox_len, 1);
+        demonitor(flushed, true);
+        assert_eq!(process_info(me).unwrap().mailbox_len, 0);
+        assert_eq!(
+            receive_timeout::<Down>(Duration::from_millis(50)).await,
+            None
+        );
+    })
+    .await
+    .unwrap();
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn across_contexts_selective_receive_sends_and_names_follow_erlang() {
+    // B11, B12 and B13 with the other process in another context.
+    let fx = fixture();
+    let router = fx.router();
+    let a = router.local().await.unwrap();
+    let node = Node::of(&router);
+    node.run(async move {
+        let me = self_pid();
+        // B11: from another context too, the oldest match is taken and the
+        // rest stay in order; 0 polls.
+        let p = spawn_in(&a, puppet, (me,)).await.unwrap();
+        for text in ["1", "a", "2", "b"] {
+            send(p, Act::Say(me, text.into()));
+        }
+        send(p, Act::Ping);
+        let letter = |m: &mut Envelope| {
+            m.take_if::<String>(|s| s.chars().all(|c| c.is_alphabetic()) && s != "alive")
+        };
+        assert_eq!(receive_match(letter).await, "a");
+        assert_eq!(receive_match(letter).await, "b");
+        assert_eq!(heard("1").await, "1");
+        assert_eq!(heard("2").await, "2");
+        assert_eq!(heard("alive").await, "alive");
+        assert_eq!(receive_timeout::<String>(Duration::ZERO).await, None);
+
+        // B12: sending to a dead pid there is fine; a name nobody has
+        // there is dropped silently, as Erlang's {Name, Node} ! Msg is.
+        let mref = monitor(p);
+        exit(p, Reason::Kill);
+        assert_eq!(down_of(mref).await, Reason::Killed);
+        send(p, "into the void".to_string());
+        send_named_in(a.id(), "nobody", "into the void".to_string());
+        assert_eq!(whereis_in(a.id(), "nobody").await, None);
+
+        // B13: a name taken there stays its owner's, and is freed when the
+        // owner exits.
+        let named = SpawnOptions::new().name("unique");
+        let (owner, _) = spawn_opt_in(&a, puppet, (me,), named.clone())
+            .await
+            .unwrap();
+        let err = spawn_opt_in(&a, puppet, (me,), named.clone())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("unique"), "{err}");
+        assert_eq!(whereis_in(a.id(), "unique").await, Some(owner));
+        let mref = monitor(owner);
+        exit(owner, Reason::Kill);
+        down_of(mref).await;
+        let (second, _) = spawn_opt_in(&a, puppet, (me,), named).await.unwrap();
+        assert_eq!(whereis_in(a.id(), "unique").await, Some(second));
+    })
+    .await
+    .unwrap();
+    router.shutdown().await;
+}
+
 #[tokio::test]
 async fn across_contexts_a_dead_pid_gives_noproc_to_link_and_monitor() {
     // B6 and B8 with the dead process in another context.
