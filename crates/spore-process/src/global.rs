@@ -8,6 +8,10 @@
 //! ([`register`](crate::register)), a process may hold several global
 //! names.
 //!
+//! To call a server by its global name, look it up and call the pid, as
+//! OTP's `gen` does for `{global, Name}`: if it ends before answering, the
+//! call fails with its reason. Each lookup is a round trip to the master.
+//!
 //! ```
 //! use spore_process::*;
 //!
