@@ -134,12 +134,27 @@ pub(crate) struct ProcState {
     pub(crate) waiting: bool,
     pub(crate) alive: bool,
     pub(crate) running: bool,
-    /// Set when a signal ends the process while it runs: it ends when its
-    /// current poll returns.
-    pending_exit: Option<Reason>,
+    /// Set when the process is to end when its current poll returns.
+    pending_exit: Option<PendingExit>,
     pub(crate) trap_exit: bool,
     /// What most processes never use, allocated on first use.
     ext: Option<Box<Ext>>,
+}
+
+/// Why the running process ends when its current poll returns.
+enum PendingExit {
+    /// A signal ended it while it ran.
+    Signal(Reason),
+    /// It awaited [`crate::exit_self`].
+    ExitSelf(Reason),
+}
+
+impl PendingExit {
+    fn into_reason(self) -> Reason {
+        match self {
+            PendingExit::Signal(r) | PendingExit::ExitSelf(r) => r,
+        }
+    }
 }
 
 /// Run with the exit reason when a process ends.
@@ -290,9 +305,6 @@ pub(crate) struct Local {
     reaping: Cell<bool>,
     current: RefCell<Option<Rc<Proc>>>,
 }
-
-/// The unwinding payload of [`crate::exit_self`]: not a panic, an exit.
-pub(crate) struct ExitNow;
 
 impl Local {
     fn new(shared: Arc<Shared>) -> Self {
@@ -467,7 +479,7 @@ impl Local {
             return;
         }
         if st.running {
-            st.pending_exit.get_or_insert(reason);
+            st.pending_exit.get_or_insert(PendingExit::Signal(reason));
             return;
         }
         drop(st);
@@ -580,8 +592,8 @@ impl Local {
 }
 
 /// A process's task: polls its future with the process set as current,
-/// catches panics and [`ExitNow`], and ends the process when the future
-/// finishes or a signal ended it.
+/// catches panics, and ends the process when the future finishes, panics,
+/// or a signal or [`crate::exit_self`] ended it during the poll.
 struct ProcTask<R> {
     proc: Rc<Proc>,
     fut: Option<Pin<Box<dyn Future<Output = R>>>>,
@@ -612,15 +624,25 @@ impl<R: ProcessResult> Future for ProcTask<R> {
         let fut = self.fut.as_mut().expect("polled after it finished");
         let polled =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx)));
+        let mut pending = proc.st.borrow_mut().pending_exit.take();
+        if let Some(PendingExit::ExitSelf(_)) = pending {
+            // Dropped now, while the process is still alive and running,
+            // as a panic's unwinding or a return would have dropped what
+            // it held: what its destructors send arrives before its links
+            // and monitors hear of its end. (A signal that ends it during
+            // the drop comes second: the process's own decision stands.)
+            self.drop_future();
+        }
         *local.current.borrow_mut() = previous;
-        let pending = {
+        {
             let mut st = proc.st.borrow_mut();
             st.running = false;
-            st.pending_exit.take()
-        };
+            let later = st.pending_exit.take();
+            pending = pending.or(later);
+        }
         let reason = match (polled, pending) {
             (Ok(Poll::Pending), None) => return Poll::Pending,
-            (_, Some(pending)) => pending,
+            (_, Some(pending)) => pending.into_reason(),
             (Ok(Poll::Ready(out)), None) => out.into_reason(),
             (Err(payload), None) => panic_reason(payload),
         };
@@ -635,46 +657,54 @@ impl<R> ProcTask<R> {
     /// drop code may use the process API (as a dead process).
     fn finish(&mut self, local: &Rc<Local>) {
         let previous = local.current.replace(Some(self.proc.clone()));
-        let fut = self.fut.take();
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(fut)));
+        self.drop_future();
         *local.current.borrow_mut() = previous;
     }
-}
 
-pub(crate) fn panic_reason(payload: Box<dyn std::any::Any + Send>) -> Reason {
-    if payload.is::<ExitNow>() {
-        // exit_self without a pending reason cannot happen; be safe.
-        return Reason::Normal;
+    /// Drops the process's future (if not yet dropped); a panic in a
+    /// destructor changes nothing, the process's end is already decided.
+    fn drop_future(&mut self) {
+        let fut = self.fut.take();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(fut)));
     }
-    Reason::Panic(panic_message(&*payload))
 }
 
-/// A panic's message (its `&str` or `String` payload).
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic with a non-string payload".to_owned())
+/// The reason a caught panic ends a process with: [`Reason::Panic`] with
+/// its message (its `String` payload moved, not copied, or its `&str`).
+pub(crate) fn panic_reason(payload: Box<dyn std::any::Any + Send>) -> Reason {
+    Reason::Panic(match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => payload.downcast_ref::<&str>().map_or_else(
+            || "a panic with a non-string payload".to_owned(),
+            |s| (*s).to_owned(),
+        ),
+    })
 }
 
-/// Takes back the reason the running process was set to end with when its
-/// current poll returns ([`exit_self`], or an exit signal to itself): it
-/// keeps running. For gen_server, which catches an `exit_self` in a
-/// callback to run `terminate` before it ends with that reason.
-pub(crate) fn take_pending_exit() -> Option<Reason> {
+/// Sets the reason the current process ends with when its current poll
+/// returns, unless a signal already decided one ([`crate::exit_self`]).
+pub(crate) fn exit_self(proc: &Proc, reason: Reason) {
+    proc.st
+        .borrow_mut()
+        .pending_exit
+        .get_or_insert(PendingExit::ExitSelf(reason));
+}
+
+/// Takes back the reason the running process set with
+/// [`crate::exit_self`] during the poll that just returned: it keeps
+/// running. For gen_server, which turns an `exit_self` in a callback into
+/// a stop that runs `terminate` first. An end decided by a signal is not
+/// taken: that one is not the process's to handle.
+pub(crate) fn take_exit_self() -> Option<Reason> {
     let p = local()?.current()?;
-    p.st.borrow_mut().pending_exit.take()
-}
-
-/// Sets the reason the current process ends with and unwinds out of it.
-pub(crate) fn exit_self(reason: Reason) -> ! {
-    if let Some(local) = local() {
-        if let Some(p) = local.current() {
-            p.st.borrow_mut().pending_exit.get_or_insert(reason);
+    let mut st = p.st.borrow_mut();
+    match st.pending_exit.take() {
+        Some(PendingExit::ExitSelf(reason)) => Some(reason),
+        other => {
+            st.pending_exit = other;
+            None
         }
     }
-    std::panic::resume_unwind(Box::new(ExitNow))
 }
 
 /// The sending side of [`run_channel`], shared by the process and its
