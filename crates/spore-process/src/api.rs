@@ -21,13 +21,18 @@ use crate::types::{Exit, Message, Never, Pid, ProcessResult, Reason, Ref};
 /// Outside a process: the process API is for code running in one (start
 /// one with [`Node::spawn`] or [`Node::run`]).
 pub(crate) fn current(what: &str) -> (Rc<Local>, Rc<Proc>) {
-    let local = node::local();
-    match local.as_ref().and_then(|l| l.current()) {
-        Some(p) => (local.unwrap(), p),
-        None => panic!(
-            "spore_process::{what} was called outside a process; run the code in one (Node::spawn, Node::run)"
-        ),
-    }
+    node::with_current(|c| match c {
+        Some((local, p)) => (local.clone(), p.clone()),
+        None => outside(what),
+    })
+}
+
+/// The panic of the process API called outside a process.
+#[cold]
+fn outside(what: &str) -> ! {
+    panic!(
+        "spore_process::{what} was called outside a process; run the code in one (Node::spawn, Node::run)"
+    )
 }
 
 /// The pid of the calling process (Erlang's `self()`).
@@ -106,8 +111,10 @@ where
 /// that is gone (here or in another context) silently does nothing, as in
 /// Erlang. Messages from one process to another arrive in the order sent.
 pub fn send<M: Message>(to: Pid, msg: M) {
-    let (local, me) = current("send");
-    send_from(&local, me.pid, to, msg);
+    node::with_current(|c| match c {
+        Some((local, me)) => send_from(local, me.pid, to, msg),
+        None => outside("send"),
+    })
 }
 
 pub(crate) fn send_from<M: Message>(local: &Rc<Local>, from: Pid, to: Pid, msg: M) {
@@ -264,7 +271,9 @@ impl<R, F: FnMut(&mut Envelope) -> Option<R> + Unpin> Future for Receive<F> {
             let got = (self.matcher)(&mut env);
             let mut st = proc.st.borrow_mut();
             if got.is_some() || env.is_taken() {
-                if i < st.mailbox.len() {
+                if i == 0 {
+                    st.mailbox.pop_front();
+                } else if i < st.mailbox.len() {
                     st.mailbox.remove(i);
                 }
                 st.took_one();

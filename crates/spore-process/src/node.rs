@@ -120,6 +120,21 @@ pub(crate) fn local() -> Option<Rc<Local>> {
     LOCAL.with(|l| l.borrow().clone())
 }
 
+/// Runs `f` with the node of this thread and its running process, if
+/// any, without taking references to them: for the hottest paths (a
+/// send). `f` must not poll a process (nothing it calls does: waking a
+/// process only schedules it).
+pub(crate) fn with_current<R>(f: impl FnOnce(Option<(&Rc<Local>, &Rc<Proc>)>) -> R) -> R {
+    LOCAL.with(|l| {
+        let l = l.borrow();
+        let Some(local) = l.as_ref() else {
+            return f(None);
+        };
+        let current = local.current.borrow();
+        f(current.as_ref().map(|p| (local, p)))
+    })
+}
+
 /// One process.
 pub(crate) struct Proc {
     pub(crate) pid: Pid,
@@ -298,6 +313,8 @@ pub enum SpawnError {
 /// The state of one node, on its thread.
 pub(crate) struct Local {
     pub(crate) shared: Arc<Shared>,
+    /// `shared.context`, at hand: every send compares pids with it.
+    context: ContextId,
     pub(crate) procs: RefCell<FxHashMap<u64, Rc<Proc>>>,
     pub(crate) names: RefCell<FxHashMap<Rc<str>, Pid>>,
     next_ref: Cell<u64>,
@@ -309,6 +326,7 @@ pub(crate) struct Local {
 impl Local {
     fn new(shared: Arc<Shared>) -> Self {
         Self {
+            context: shared.context,
             shared,
             procs: Default::default(),
             names: Default::default(),
@@ -320,7 +338,7 @@ impl Local {
     }
 
     pub(crate) fn context(&self) -> ContextId {
-        self.shared.context
+        self.context
     }
 
     pub(crate) fn current(&self) -> Option<Rc<Proc>> {
@@ -331,13 +349,13 @@ impl Local {
         let serial = self.next_ref.get();
         self.next_ref.set(serial + 1);
         Ref {
-            context: self.shared.context,
+            context: self.context,
             serial,
         }
     }
 
     pub(crate) fn lookup(&self, pid: Pid) -> Option<Rc<Proc>> {
-        if pid.context != self.shared.context {
+        if pid.context != self.context {
             return None;
         }
         self.procs.borrow().get(&pid.serial).cloned()
