@@ -57,6 +57,7 @@ mod api;
 pub mod call;
 mod envelope;
 pub mod gen_server;
+mod idle;
 mod node;
 mod registry;
 mod remote;

@@ -17,6 +17,7 @@ use spore::ContextId;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::envelope::Envelope;
+use crate::idle::{Idle, Watched};
 use crate::types::{Down, Exit, Pid, ProcessResult, Reason, Ref};
 
 /// A command from another thread, run on the node's thread.
@@ -89,14 +90,18 @@ pub(crate) fn start(context: ContextId, router: Option<spore::Router>) -> Arc<No
 }
 
 fn run_thread(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Option<Command>>) {
+    let idle = Idle::new();
+    let (park, unpark) = (idle.clone(), idle.clone());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
+        .on_thread_park(move || park.before_park())
+        .on_thread_unpark(move || unpark.after_unpark())
         .build()
         .expect("build the process runtime");
     let tasks = tokio::task::LocalSet::new();
     let local = Rc::new(Local::new(shared));
     LOCAL.with(|l| *l.borrow_mut() = Some(local.clone()));
-    tasks.block_on(&rt, async {
+    let main = tasks.run_until(async {
         while let Some(Some(cmd)) = rx.recv().await {
             cmd(&local);
         }
@@ -107,6 +112,7 @@ fn run_thread(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Option<Comman
             tokio::task::yield_now().await;
         }
     });
+    rt.block_on(Watched::new(main, idle));
     drop(tasks);
     LOCAL.with(|l| l.borrow_mut().take());
 }
