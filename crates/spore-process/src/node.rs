@@ -701,8 +701,8 @@ pub(crate) fn panic_reason(payload: Box<dyn std::any::Any + Send>) -> Reason {
     })
 }
 
-/// Sets the reason the current process ends with when its current poll
-/// returns, unless a signal already decided one ([`crate::exit_self`]).
+/// [`crate::exit_self`]: sets the reason `proc`, the running process, ends
+/// with when its current poll returns, unless a signal already decided one.
 pub(crate) fn exit_self(proc: &Proc, reason: Reason) {
     let mut st = proc.st.borrow_mut();
     if st.pending_exit.is_none() {
@@ -717,12 +717,13 @@ pub(crate) fn exit_self(proc: &Proc, reason: Reason) {
 /// a stop that runs `terminate` first. An end decided by a signal is not
 /// taken: that one is not the process's to handle.
 pub(crate) fn take_exit_self() -> Option<Reason> {
-    let p = local()?.current()?;
-    let mut st = p.st.borrow_mut();
-    if !std::mem::take(&mut st.exiting_self) {
-        return None;
-    }
-    st.pending_exit.take()
+    with_current(|current| {
+        let mut st = current?.1.st.borrow_mut();
+        if !std::mem::take(&mut st.exiting_self) {
+            return None;
+        }
+        st.pending_exit.take()
+    })
 }
 
 /// The sending side of [`run_channel`], shared by the process and its
