@@ -12,7 +12,7 @@ use spore::ContextId;
 
 use crate::envelope::Envelope;
 use crate::node::{self, Local, NodeHandle, Proc, SpawnError, SpawnOptions, Watched};
-use crate::types::{Exit, Message, Pid, ProcessResult, Reason, Ref};
+use crate::types::{Exit, Message, Never, Pid, ProcessResult, Reason, Ref};
 
 /// The node and the process running now.
 ///
@@ -21,13 +21,18 @@ use crate::types::{Exit, Message, Pid, ProcessResult, Reason, Ref};
 /// Outside a process: the process API is for code running in one (start
 /// one with [`Node::spawn`] or [`Node::run`]).
 pub(crate) fn current(what: &str) -> (Rc<Local>, Rc<Proc>) {
-    let local = node::local();
-    match local.as_ref().and_then(|l| l.current()) {
-        Some(p) => (local.unwrap(), p),
-        None => panic!(
-            "spore_process::{what} was called outside a process; run the code in one (Node::spawn, Node::run)"
-        ),
-    }
+    node::with_current(|c| match c {
+        Some((local, p)) => (local.clone(), p.clone()),
+        None => outside(what),
+    })
+}
+
+/// The panic of the process API called outside a process.
+#[cold]
+fn outside(what: &str) -> ! {
+    panic!(
+        "spore_process::{what} was called outside a process; run the code in one (Node::spawn, Node::run)"
+    )
 }
 
 /// The pid of the calling process (Erlang's `self()`).
@@ -106,8 +111,10 @@ where
 /// that is gone (here or in another context) silently does nothing, as in
 /// Erlang. Messages from one process to another arrive in the order sent.
 pub fn send<M: Message>(to: Pid, msg: M) {
-    let (local, me) = current("send");
-    send_from(&local, me.pid, to, msg);
+    node::with_current(|c| match c {
+        Some((local, me)) => send_from(local, me.pid, to, msg),
+        None => outside("send"),
+    })
 }
 
 pub(crate) fn send_from<M: Message>(local: &Rc<Local>, from: Pid, to: Pid, msg: M) {
@@ -264,7 +271,9 @@ impl<R, F: FnMut(&mut Envelope) -> Option<R> + Unpin> Future for Receive<F> {
             let got = (self.matcher)(&mut env);
             let mut st = proc.st.borrow_mut();
             if got.is_some() || env.is_taken() {
-                if i < st.mailbox.len() {
+                if i == 0 {
+                    st.mailbox.pop_front();
+                } else if i < st.mailbox.len() {
                     st.mailbox.remove(i);
                 }
                 st.took_one();
@@ -427,11 +436,54 @@ pub fn exit(pid: Pid, reason: Reason) {
     }
 }
 
-/// Ends the calling process now with `reason` (Erlang's `exit/1`). Its
-/// links get exit signals and its monitors DOWN with that reason.
-pub fn exit_self(reason: Reason) -> ! {
-    let _ = current("exit_self");
-    node::exit_self(reason)
+/// Ends the calling process with `reason` (Erlang's `exit/1`): await it,
+/// `exit_self(reason).await`, and nothing after it runs. Its links get exit
+/// signals and its monitors DOWN with that reason. Its output is the never
+/// type `!` (spelt as stable Rust allows), so it fits wherever a value is
+/// expected, as `return` does.
+///
+/// ```
+/// # use spore_process::*;
+/// # Node::new().run_blocking(async {
+/// let (worker, mref) = spawn_monitor(async {
+///     let job: u32 = receive().await;
+///     if job == 0 {
+///         exit_self(Reason::error("job 0 is not a job")).await;
+///     }
+///     // … the job …
+/// });
+/// send(worker, 0u32);
+/// let down = receive::<Down>().await;
+/// assert_eq!((down.mref, down.reason), (mref, Reason::error("job 0 is not a job")));
+/// # });
+/// ```
+///
+/// It does not unwind (unwinding a stack costs microseconds): the future
+/// never finishes, and the process ends as soon as the poll that awaited
+/// it returns. The process's future is dropped then, before its links and
+/// monitors are told, so its destructors run as they would after a panic
+/// and what they send arrives first. Code that runs beside it in that same
+/// poll, such as another branch of a `join!` or `select!`, still runs
+/// until the poll returns; whatever it does, the process ends with
+/// `reason` (or with the reason of a signal that ended it first). In a
+/// gen_server callback it makes the server stop with `reason`, running
+/// `terminate` first.
+///
+/// There is no synchronous form, as a process is async code: plain code
+/// that decides the process must end returns that decision to the async
+/// code that called it (a `Result` whose error is a [`Reason`] is what a
+/// process may return), or panics, which ends the process with
+/// [`Reason::Panic`].
+///
+/// # Panics
+///
+/// When awaited outside a process.
+pub async fn exit_self(reason: Reason) -> Never {
+    {
+        let (_, me) = current("exit_self");
+        node::exit_self(&me, reason);
+    }
+    std::future::pending().await
 }
 
 /// Sets whether the caller traps exits; returns the previous setting.

@@ -17,17 +17,16 @@ use crate::types::{Message, type_tag};
 /// [`Undecodable`] message in the same place, and a warning is logged:
 /// nothing crashes, and the receiver can pick it up as any other message.
 pub struct Envelope {
-    body: Body,
+    /// The value, or a [`Remote`] message's bytes; `None` once a receive's
+    /// matcher took it. One box for every kind keeps an envelope at two
+    /// words: a mailbox holds many.
+    body: Option<Box<dyn Any + Send>>,
 }
 
-enum Body {
-    Local(Box<dyn Any + Send>),
-    Remote {
-        tag: u64,
-        bytes: Bytes,
-    },
-    /// Its value was taken by a receive's matcher.
-    Taken,
+/// A message from another context, not decoded yet.
+struct Remote {
+    tag: u64,
+    bytes: Bytes,
 }
 
 /// A message from another context that did not decode as the type it was
@@ -43,54 +42,46 @@ pub struct Undecodable {
 impl Envelope {
     pub(crate) fn local<M: Message>(m: M) -> Self {
         Self {
-            body: Body::Local(Box::new(m)),
+            body: Some(Box::new(m)),
         }
     }
 
     pub(crate) fn remote(tag: u64, bytes: Bytes) -> Self {
         Self {
-            body: Body::Remote { tag, bytes },
+            body: Some(Box::new(Remote { tag, bytes })),
         }
     }
 
     pub(crate) fn taken() -> Self {
-        Self { body: Body::Taken }
+        Self { body: None }
     }
 
     /// Whether the message is a `T` (without decoding it).
     pub fn is<T: Message>(&self) -> bool {
-        match &self.body {
-            Body::Local(b) => b.is::<T>(),
-            Body::Remote { tag, .. } => *tag == type_tag::<T>(),
-            Body::Taken => false,
-        }
+        self.body.as_ref().is_some_and(|b| {
+            b.is::<T>()
+                || b.downcast_ref::<Remote>()
+                    .is_some_and(|r| r.tag == type_tag::<T>())
+        })
     }
 
     /// The message as a `T`, if it is one (decoding it if it came from
     /// another context).
     pub fn get<T: Message>(&mut self) -> Option<&T> {
-        self.decode::<T>();
-        match &self.body {
-            Body::Local(b) => b.downcast_ref(),
-            _ => None,
+        if let Some(v) = self.decode::<T>() {
+            self.body = Some(Box::new(v));
         }
+        self.body.as_ref()?.downcast_ref()
     }
 
     /// Takes the message out if it is a `T`. A receive's matcher that takes
     /// a message consumes it.
     pub fn take<T: Message>(&mut self) -> Option<T> {
-        self.decode::<T>();
-        match std::mem::replace(&mut self.body, Body::Taken) {
-            Body::Local(b) => match b.downcast::<T>() {
-                Ok(v) => Some(*v),
-                Err(b) => {
-                    self.body = Body::Local(b);
-                    None
-                }
-            },
-            other => {
-                self.body = other;
-                None
+        match self.body.take()?.downcast::<T>() {
+            Ok(v) => Some(*v),
+            Err(b) => {
+                self.body = Some(b);
+                self.decode::<T>()
             }
         }
     }
@@ -105,31 +96,30 @@ impl Envelope {
     }
 
     pub(crate) fn is_taken(&self) -> bool {
-        matches!(self.body, Body::Taken)
+        self.body.is_none()
     }
 
     /// Bytes this message holds (the value itself, not what it points to).
     pub(crate) fn size(&self) -> usize {
         match &self.body {
-            Body::Local(b) => std::mem::size_of_val(&**b),
-            Body::Remote { bytes, .. } => bytes.len(),
-            Body::Taken => 0,
+            Some(b) => match b.downcast_ref::<Remote>() {
+                Some(r) => r.bytes.len(),
+                None => std::mem::size_of_val(&**b),
+            },
+            None => 0,
         }
     }
 
-    /// Decodes a message from another context that is tagged as a `T`.
-    fn decode<T: Message>(&mut self) {
-        let Body::Remote { tag, bytes } = &self.body else {
-            return;
-        };
-        if *tag != type_tag::<T>() {
-            return;
+    /// Decodes a message from another context that is tagged as a `T`,
+    /// taking it out of the envelope. One that does not decode stays, as
+    /// an [`Undecodable`] (and a warning is logged).
+    fn decode<T: Message>(&mut self) -> Option<T> {
+        let remote = self.body.as_ref()?.downcast_ref::<Remote>()?;
+        if remote.tag != type_tag::<T>() {
+            return None;
         }
-        let decode = || match postcard::take_from_bytes::<T>(bytes) {
-            Ok((v, [])) => Ok(v),
-            Ok((_, rest)) => Err(format!("{} unexpected trailing bytes", rest.len())),
-            Err(e) => Err(e.to_string()),
-        };
+        let decode =
+            || postcard::take_from_bytes::<T>(&remote.bytes).map(|(v, rest)| (v, rest.len()));
         // Contexts and Senders in the message bind to this node's router.
         let decoded = match crate::node::local() {
             Some(local) => match &local.shared.router {
@@ -138,27 +128,33 @@ impl Envelope {
             },
             None => decode(),
         };
-        self.body = match decoded {
-            Ok(v) => Body::Local(Box::new(v)),
-            Err(detail) => {
-                let type_name = std::any::type_name::<T>().to_owned();
-                tracing::warn!(
-                    "a message from another context tagged as {type_name} does not decode as one: {detail}"
-                );
-                Body::Local(Box::new(Undecodable { type_name, detail }))
+        let detail = match decoded {
+            Ok((v, 0)) => {
+                self.body = None;
+                return Some(v);
             }
+            Ok((_, trailing)) => format!("{trailing} unexpected trailing bytes"),
+            Err(e) => e.to_string(),
         };
+        let type_name = std::any::type_name::<T>().to_owned();
+        tracing::warn!(
+            "a message from another context tagged as {type_name} does not decode as one: {detail}"
+        );
+        self.body = Some(Box::new(Undecodable { type_name, detail }));
+        None
     }
 }
 
 impl std::fmt::Debug for Envelope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.body {
-            Body::Local(_) => f.write_str("Envelope(local)"),
-            Body::Remote { tag, bytes } => {
-                write!(f, "Envelope(remote {tag:#x}, {} bytes)", bytes.len())
-            }
-            Body::Taken => f.write_str("Envelope(taken)"),
+            Some(b) => match b.downcast_ref::<Remote>() {
+                Some(Remote { tag, bytes }) => {
+                    write!(f, "Envelope(remote {tag:#x}, {} bytes)", bytes.len())
+                }
+                None => f.write_str("Envelope(local)"),
+            },
+            None => f.write_str("Envelope(taken)"),
         }
     }
 }

@@ -140,7 +140,6 @@
 //! is the server's business: reply with an error value (make the reply
 //! type a `Result`).
 
-use std::any::Any;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
@@ -156,7 +155,7 @@ use crate::api::{
 };
 use crate::call::{CallError, Dest, ReplyTo, Request};
 use crate::envelope::Envelope;
-use crate::node::{ExitNow, SpawnError, SpawnOptions, panic_reason, take_pending_exit};
+use crate::node::{SpawnError, SpawnOptions, panic_reason, take_exit_self};
 use crate::registry::ProcessFunction;
 use crate::remote::spawn_opt_in;
 use crate::types::{Down, Exit, Message, Pid, Reason, Ref};
@@ -695,7 +694,7 @@ async fn serve<S: GenServer>(args: S::Args, starter: Pid, parent: Option<Pid>) -
     let mut state = match caught(S::init(args)).await {
         Ok(Ok(state)) => state,
         Ok(Err(reason)) => return init_failed::<S>(reason, starter, parent),
-        Err(payload) => return init_failed::<S>(unwound(payload), starter, parent),
+        Err(reason) => return init_failed::<S>(reason, starter, parent),
     };
     send(
         starter,
@@ -717,18 +716,18 @@ async fn serve<S: GenServer>(args: S::Args, starter: Pid, parent: Option<Pid>) -
                     Ok(CallResult::Stop { reason, reply }) => {
                         (reason, reply.map(|r| (from, r)), "in handle_call")
                     }
-                    Err(payload) => (unwound(payload), None, "in handle_call"),
+                    Err(reason) => (reason, None, "in handle_call"),
                 }
             }
             Incoming::Cast(body) => match caught(state.handle_cast(body)).await {
                 Ok(Flow::Continue) => continue,
                 Ok(Flow::Stop(reason)) => (reason, None, "in handle_cast"),
-                Err(payload) => (unwound(payload), None, "in handle_cast"),
+                Err(reason) => (reason, None, "in handle_cast"),
             },
             Incoming::Info(mut env) => match caught(state.handle_info(&mut env)).await {
                 Ok(Flow::Continue) => continue,
                 Ok(Flow::Stop(reason)) => (reason, None, "in handle_info"),
-                Err(payload) => (unwound(payload), None, "in handle_info"),
+                Err(reason) => (reason, None, "in handle_info"),
             },
             Incoming::Stop(reason) => (reason, None, "on a stop request"),
             Incoming::ParentExit(reason) => (reason, None, "on its parent's EXIT"),
@@ -766,7 +765,7 @@ async fn terminate<S: GenServer>(
 ) -> Reason {
     let (reason, during) = match caught(state.terminate(&reason)).await {
         Ok(()) => (reason, during),
-        Err(payload) => (unwound(payload), "in terminate"),
+        Err(reason) => (reason, "in terminate"),
     };
     if let Some((from, r)) = reply {
         crate::call::reply(&from, r);
@@ -793,30 +792,22 @@ fn report<S>(reason: &Reason, during: &str) {
     );
 }
 
-/// Polls `fut` to its end, catching a panic (or an `exit_self`) in it: the
-/// future is then dropped, never polled again.
-async fn caught<F: Future>(fut: F) -> Result<F::Output, Box<dyn Any + Send>> {
+/// Polls `fut` to its end, catching a panic in it or an
+/// [`crate::exit_self`] it awaited (taken back, so the server runs on to
+/// `terminate` and then ends with that reason): the future is then
+/// dropped, never polled again.
+async fn caught<F: Future>(fut: F) -> Result<F::Output, Reason> {
     let mut fut = pin!(fut);
     std::future::poll_fn(move |cx| {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx)));
+        if let Some(reason) = take_exit_self() {
+            return Poll::Ready(Err(reason));
+        }
+        match polled {
             Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
             Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Err(payload)),
+            Err(payload) => Poll::Ready(Err(panic_reason(payload))),
         }
     })
     .await
-}
-
-/// The reason a caught unwind means: a panic's message, or the reason
-/// given to `exit_self` (taken back, so the server runs on to `terminate`).
-/// A `killed` exit is not the server's to handle: it goes on unwinding.
-fn unwound(payload: Box<dyn Any + Send>) -> Reason {
-    if !payload.is::<ExitNow>() {
-        return panic_reason(payload);
-    }
-    match take_pending_exit() {
-        Some(Reason::Killed) => crate::node::exit_self(Reason::Killed),
-        Some(reason) => reason,
-        None => Reason::Normal,
-    }
 }

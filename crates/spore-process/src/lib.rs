@@ -66,6 +66,7 @@ mod contexts;
 mod envelope;
 pub mod gen_server;
 pub mod global;
+mod idle;
 mod node;
 mod registry;
 mod remote;

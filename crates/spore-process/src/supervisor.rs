@@ -109,7 +109,7 @@ use crate::api::{
     spawn_link, spawn_opt, unlink,
 };
 use crate::call::{self, CallError, Dest, Request};
-use crate::node::{ExitNow, SpawnError, SpawnOptions};
+use crate::node::{SpawnError, SpawnOptions, panic_reason};
 use crate::types::{Down, Exit, Message, Pid, ProcessResult, Reason, Ref, type_tag};
 
 /// The restart intensity a [`SupSpec`] has unless told otherwise: at most
@@ -1526,7 +1526,8 @@ fn is_linked(pid: Pid) -> bool {
 }
 
 /// A start function's future, with a panic in it turned into a failed
-/// start (an [`crate::exit_self`] still ends the supervisor).
+/// start (an [`crate::exit_self`] in it still ends the supervisor: it
+/// leaves the future pending and the supervisor ends after that poll).
 struct CatchUnwind(StartFuture);
 
 impl Future for CatchUnwind {
@@ -1539,12 +1540,4 @@ impl Future for CatchUnwind {
             Err(payload) => Poll::Ready(Err(panic_reason(payload))),
         }
     }
-}
-
-/// A panic's payload as a reason; an exit ([`ExitNow`]) goes on unwinding.
-fn panic_reason(payload: Box<dyn std::any::Any + Send>) -> Reason {
-    if payload.is::<ExitNow>() {
-        std::panic::resume_unwind(payload);
-    }
-    Reason::Panic(crate::node::panic_message(&*payload))
 }

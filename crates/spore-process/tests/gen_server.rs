@@ -137,6 +137,8 @@ enum KvCall {
     Stop(Reason, bool),
     Panic,
     Exit(Reason),
+    /// Sends itself `kill`, then calls `exit_self`.
+    KillSelfThenExit,
     PanicInTerminate,
 }
 
@@ -210,7 +212,11 @@ impl GenServer for Kv {
                 tokio::task::yield_now().await;
                 panic!("handle_call exploded")
             }
-            KvCall::Exit(reason) => exit_self(reason),
+            KvCall::Exit(reason) => exit_self(reason).await,
+            KvCall::KillSelfThenExit => {
+                exit(self_pid(), Reason::Kill);
+                exit_self(Reason::error("too late")).await
+            }
             KvCall::PanicInTerminate => {
                 self.panic_in_terminate = true;
                 CallResult::Reply(KvReply::Ok)
@@ -402,6 +408,16 @@ fn a_call_fails_at_once_with_the_servers_reason_when_it_dies_during_the_call() {
             // terminate ran, with that reason.
             assert_eq!(terminated().await, Terminated(reason));
         }
+
+        // A signal that ended the server first wins over its exit_self:
+        // it ends killed, without terminate (which would have told us
+        // before the DOWN that ended the call).
+        let kv = start_kv(me, None).await;
+        let err = gen_server::call::<Kv>(kv, KvCall::KillSelfThenExit)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), Some(&Reason::Killed));
+        assert_eq!(receive_timeout::<Terminated>(Duration::ZERO).await, None);
     });
 }
 

@@ -106,9 +106,72 @@ fn exit_normal_leaves_others_running_and_ends_the_caller_itself() {
         assert_eq!(down_of(mref).await, Reason::Normal);
         assert!(!is_alive(me_too));
         let (_, mref) = spawn_monitor(async {
-            exit_self(Reason::Normal);
+            exit_self(Reason::Normal).await;
         });
         assert_eq!(down_of(mref).await, Reason::Normal);
+    });
+}
+
+/// Sends `msg` to `to` when dropped (from a process, dead or alive).
+struct SendOnDrop(Pid, &'static str);
+
+impl Drop for SendOnDrop {
+    fn drop(&mut self) {
+        send(self.0, self.1.to_string());
+    }
+}
+
+#[test]
+fn exit_self_ends_the_process_at_once_and_drops_its_future() {
+    run(async {
+        let me = self_pid();
+        let (p, mref) = spawn_monitor(async move {
+            let _guard = SendOnDrop(me, "dropped");
+            send(me, "before".to_string());
+            exit_self(Reason::error("done")).await;
+        });
+        assert_eq!(next_event().await, Ev::Text("before".into()));
+        // The future was dropped (its destructors ran) before the DOWN.
+        assert_eq!(next_event().await, Ev::Text("dropped".into()));
+        assert_eq!(
+            next_event().await,
+            Ev::Down(Down {
+                mref,
+                pid: p,
+                reason: Reason::error("done")
+            })
+        );
+    });
+}
+
+#[test]
+fn exit_self_beside_other_code_in_one_poll_still_ends_the_process() {
+    run(async {
+        let me = self_pid();
+        let (_, mref) = spawn_monitor(async move {
+            // The other branch is ready and wins the select; the exit was
+            // decided when exit_self was first polled.
+            tokio::select! {
+                biased;
+                _ = exit_self(Reason::error("decided")) => {}
+                () = std::future::ready(()) => {}
+            }
+            send(me, "after the select".to_string());
+            idle().await
+        });
+        assert_eq!(next_event().await, Ev::Text("after the select".into()));
+        assert_eq!(down_of(mref).await, Reason::error("decided"));
+    });
+}
+
+#[test]
+fn a_signal_that_ended_the_process_first_wins_over_exit_self() {
+    run(async {
+        let (_, mref) = spawn_monitor(async {
+            exit(self_pid(), Reason::Kill);
+            exit_self(Reason::error("too late")).await;
+        });
+        assert_eq!(down_of(mref).await, Reason::Killed);
     });
 }
 
@@ -139,7 +202,7 @@ fn kill_is_untrappable_and_seen_as_killed_while_a_self_kill_propagates_as_trappa
         let (survivor, survivor_mon) = spawn_monitor(async move {
             trap_exit(true);
             let dier = spawn_link(async {
-                exit_self(Reason::Kill);
+                exit_self(Reason::Kill).await;
             });
             let got = receive::<Exit>().await;
             assert_eq!(
@@ -230,7 +293,7 @@ fn links_are_bidirectional_single_and_idempotent_and_unlink_is_too() {
         });
         let linker = spawn(async move {
             link(victim).await.unwrap();
-            exit_self(Reason::error("linker died"));
+            exit_self(Reason::error("linker died")).await;
         });
         send(victim, linker);
         assert_eq!(down_of(vmon).await, Reason::error("linker died"));
@@ -665,7 +728,7 @@ async fn doubler() {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         }
         if n == 0 {
-            exit_self(Reason::error("zero"));
+            exit_self(Reason::error("zero")).await;
         }
         call::reply(&req.from, n * 2);
     }

@@ -1,6 +1,13 @@
 //! `spore bench processes`: the process layer's numbers (spawn, memory per
 //! process, message passing, gen_server calls, crash to DOWN, crash to
 //! restart under a supervisor), each on a fresh node.
+//!
+//! A "crash" is a process ending itself abnormally the way its code
+//! usually does, `exit_self(reason).await` (which does not unwind).
+//! `crash_panic_to_down_us` measures a `panic!` instead: unwinding and
+//! catching it, without the panic hook's report (the bench's hook skips
+//! its own panics; the default hook would write each to stderr, with a
+//! backtrace when `RUST_BACKTRACE` is set, which costs far more).
 
 use std::cell::Cell;
 use std::process::ExitCode;
@@ -91,12 +98,14 @@ pub async fn run(opts: &super::Options) -> anyhow::Result<ExitCode> {
         }
         r.median("throughput_local_msgs_per_s", v);
     }
-    if want("pingpong_remote_us") {
-        let mut v = Vec::new();
-        for _ in 0..s.runs {
-            v.push(pingpong_remote_us(s.remote_n).await?);
+    for (key, pairs) in [("pingpong_remote_us", 1), ("pingpong_remote_3pairs_us", 3)] {
+        if want(key) {
+            let mut v = Vec::new();
+            for _ in 0..s.runs {
+                v.push(pingpong_remote_us(s.remote_n, pairs).await?);
+            }
+            r.median(key, v);
         }
-        r.median("pingpong_remote_us", v);
     }
     if want("call_local_us") {
         let mut v = Vec::new();
@@ -107,6 +116,12 @@ pub async fn run(opts: &super::Options) -> anyhow::Result<ExitCode> {
     }
     if want("crash_to_down_us") {
         r.median("crash_to_down_us", crash_to_down_us(s.crashes).await?);
+    }
+    if want("crash_panic_to_down_us") {
+        r.median(
+            "crash_panic_to_down_us",
+            crash_panic_to_down_us(s.crashes).await?,
+        );
     }
     if want("crash_to_restart_us") {
         r.median("crash_to_restart_us", crash_to_restart_us(s.crashes).await?);
@@ -199,25 +214,44 @@ async fn bench_echo() {
 }
 
 /// µs per round trip between a process here and one in a local child
-/// context (a fresh router and context per run).
-async fn pingpong_remote_us(n: usize) -> anyhow::Result<f64> {
+/// context, with `pairs` such pairs (each child context its own) going at
+/// once: the time until every pair has made `n` round trips, over `n`. A
+/// fresh router and contexts per run. Three pairs keep this machine's
+/// CPUs busy (eight threads take turns), which is where a node that waits
+/// for work before it sleeps must not take CPU time from the others.
+async fn pingpong_remote_us(n: usize, pairs: usize) -> anyhow::Result<f64> {
     let router = spore::Router::new()?;
-    let ctx = router.local().await?;
+    let mut contexts = Vec::with_capacity(pairs);
+    for _ in 0..pairs {
+        contexts.push(router.local().await?);
+    }
     let node = Node::of(&router);
     let out = node
         .run(async move {
-            let echo = spore_process::spawn_in(&ctx, bench_echo, ())
-                .await
-                .map_err(|e| e.to_string())?;
             let me = self_pid();
-            for i in 0..(n / 10) as u64 {
-                send(echo, (me, i));
-                let _: u64 = receive().await;
+            let mut players = Vec::with_capacity(pairs);
+            for ctx in &contexts {
+                let echo = spore_process::spawn_in(ctx, bench_echo, ())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                players.push(spawn(async move {
+                    round_trips(echo, n / 10).await;
+                    send(me, ());
+                    let () = receive().await;
+                    round_trips(echo, n).await;
+                    send(me, ());
+                }));
+            }
+            // Every pair warmed up: start them together.
+            for _ in 0..pairs {
+                let () = receive().await;
             }
             let t = Instant::now();
-            for i in 0..n as u64 {
-                send(echo, (me, i));
-                let _: u64 = receive().await;
+            for p in &players {
+                send(*p, ());
+            }
+            for _ in 0..pairs {
+                let () = receive().await;
             }
             Ok::<f64, String>(t.elapsed().as_secs_f64() * 1e6 / n as f64)
         })
@@ -226,6 +260,16 @@ async fn pingpong_remote_us(n: usize) -> anyhow::Result<f64> {
         .map_err(|e| anyhow::anyhow!("{e}"));
     router.shutdown().await;
     out
+}
+
+/// `n` round trips with `echo`.
+async fn round_trips(echo: Pid, n: usize) {
+    let me = self_pid();
+    for i in 0..n as u64 {
+        send(echo, (me, i));
+        let got: u64 = receive().await;
+        debug_assert_eq!(got, i);
+    }
 }
 
 /// A gen_server answering each number with itself.
@@ -273,8 +317,8 @@ thread_local! {
     static CRASHED_AT: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-/// µs from a monitored process ending abnormally to its DOWN being
-/// received, `n` times.
+/// µs from a monitored process ending abnormally (`exit_self`) to its DOWN
+/// being received, `n` times.
 async fn crash_to_down_us(n: usize) -> anyhow::Result<Vec<f64>> {
     on_fresh_node(async move {
         let mut v = Vec::with_capacity(n);
@@ -282,16 +326,63 @@ async fn crash_to_down_us(n: usize) -> anyhow::Result<Vec<f64>> {
             let (victim, mref) = spawn_monitor(async {
                 let () = receive().await;
                 CRASHED_AT.set(Some(Instant::now()));
-                exit_self(Reason::error("crash"));
+                exit_self(Reason::error("crash")).await;
             });
-            send(victim, ());
-            let _: Down = receive_match(|m| m.take_if::<Down>(|d| d.mref == mref)).await;
-            let at = CRASHED_AT.take().expect("the process crashed");
-            v.push(at.elapsed().as_secs_f64() * 1e6);
+            v.push(until_down(victim, mref).await);
         }
         v
     })
     .await
+}
+
+/// The message of the bench's own panics, which its panic hook skips.
+const BENCH_PANIC: &str = "spore bench: a deliberate crash";
+
+/// µs from a monitored process panicking to its DOWN being received, `n`
+/// times, without the panic hook's report.
+async fn crash_panic_to_down_us(n: usize) -> anyhow::Result<Vec<f64>> {
+    skip_bench_panics_in_hook();
+    on_fresh_node(async move {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (victim, mref) = spawn_monitor(async {
+                let () = receive().await;
+                CRASHED_AT.set(Some(Instant::now()));
+                panic!("{BENCH_PANIC}");
+            });
+            v.push(until_down(victim, mref).await);
+        }
+        v
+    })
+    .await
+}
+
+/// Tells `victim` to crash and waits for the DOWN of `mref`: µs since it
+/// crashed.
+async fn until_down(victim: Pid, mref: spore_process::Ref) -> f64 {
+    send(victim, ());
+    let _: Down = receive_match(|m| m.take_if::<Down>(|d| d.mref == mref)).await;
+    let at = CRASHED_AT.take().expect("the process crashed");
+    at.elapsed().as_secs_f64() * 1e6
+}
+
+/// Installs a panic hook that skips [`BENCH_PANIC`] and hands every other
+/// panic to the hook that was there before.
+fn skip_bench_panics_in_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied());
+            if message != Some(BENCH_PANIC) {
+                previous(info);
+            }
+        }));
+    });
 }
 
 thread_local! {
@@ -311,7 +402,7 @@ async fn crash_to_restart_us(n: usize) -> anyhow::Result<Vec<f64>> {
             send(me, self_pid());
             let () = receive().await;
             CRASHED_AT.set(Some(Instant::now()));
-            exit_self(Reason::error("crash"));
+            exit_self(Reason::error("crash")).await;
         });
         let spec = SupSpec::one_for_one(vec![victim]).intensity(1_000_000, Duration::from_secs(5));
         let sup = supervisor::start_link(spec).await?;
