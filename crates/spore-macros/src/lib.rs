@@ -79,9 +79,7 @@ fn expand(func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     let sig = &func.sig;
     let (arg_names, arg_types) = checked_args(sig, "#[spore::remote]")?;
 
-    let vis = &func.vis;
     let name = &sig.ident;
-    let attrs = &func.attrs;
     let is_async = sig.asyncness.is_some();
     let ret_ty: Type = match &sig.output {
         ReturnType::Default => syn::parse_quote!(()),
@@ -138,25 +136,11 @@ fn expand(func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
         }
     };
 
+    let marker_items = marker_items(&func, &marker, &fn_ptr_ty, &fn_ptr_value);
     Ok(quote! {
         #impl_fn
 
-        #[doc(hidden)]
-        #[allow(non_camel_case_types)]
-        #[derive(Clone, Copy, Debug)]
-        #vis struct #marker { _private: () }
-
-        #(#attrs)*
-        #[allow(non_upper_case_globals)]
-        #vis const #name: #marker = #marker { _private: () };
-
-        impl ::core::ops::Deref for #marker {
-            type Target = #fn_ptr_ty;
-            fn deref(&self) -> &Self::Target {
-                const F: #fn_ptr_ty = #fn_ptr_value;
-                &F
-            }
-        }
+        #marker_items
 
         impl ::spore::RemoteFunction for #marker {
             type Args = (#(#arg_types,)*);
@@ -208,9 +192,7 @@ fn expand_process(func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
         ));
     }
     let (arg_names, arg_types) = checked_args(sig, "#[spore_process::process]")?;
-    let vis = &func.vis;
     let name = &sig.ident;
-    let attrs = &func.attrs;
     let ret_ty: Type = match &sig.output {
         ReturnType::Default => syn::parse_quote!(()),
         ReturnType::Type(_, t) => (**t).clone(),
@@ -222,26 +204,14 @@ fn expand_process(func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     impl_fn.vis = syn::Visibility::Inherited;
     impl_fn.attrs.retain(|a| !a.path().is_ident("doc"));
     let fn_ptr_ty = quote!(fn(#(#arg_types),*) -> ::spore_process::__private::BoxProcess<#ret_ty>);
+    let fn_ptr_value =
+        quote!(|#(#arg_names),*| ::std::boxed::Box::pin(#impl_name(#(#arg_names),*)));
+    let marker_items = marker_items(&func, &marker, &fn_ptr_ty, &fn_ptr_value);
 
     Ok(quote! {
         #impl_fn
 
-        #[doc(hidden)]
-        #[allow(non_camel_case_types)]
-        #[derive(Clone, Copy, Debug)]
-        #vis struct #marker { _private: () }
-
-        #(#attrs)*
-        #[allow(non_upper_case_globals)]
-        #vis const #name: #marker = #marker { _private: () };
-
-        impl ::core::ops::Deref for #marker {
-            type Target = #fn_ptr_ty;
-            fn deref(&self) -> &Self::Target {
-                const F: #fn_ptr_ty = |#(#arg_names),*| ::std::boxed::Box::pin(#impl_name(#(#arg_names),*));
-                &F
-            }
-        }
+        #marker_items
 
         impl ::spore_process::ProcessFunction for #marker {
             type Args = (#(#arg_types,)*);
@@ -261,6 +231,37 @@ fn expand_process(func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
             };
         };
     })
+}
+
+/// The marker type and the constant named like `func` that stands for it
+/// (keeping `func`'s attributes and docs), which derefs to a plain function
+/// pointer of type `fn_ptr_ty` (`fn_ptr_value`), so the name stays
+/// callable. Shared by `#[spore::remote]` and `#[spore_process::process]`.
+fn marker_items(
+    func: &ItemFn,
+    marker: &syn::Ident,
+    fn_ptr_ty: &proc_macro2::TokenStream,
+    fn_ptr_value: &proc_macro2::TokenStream,
+) -> proc_macro2::TokenStream {
+    let (vis, name, attrs) = (&func.vis, &func.sig.ident, &func.attrs);
+    quote! {
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug)]
+        #vis struct #marker { _private: () }
+
+        #(#attrs)*
+        #[allow(non_upper_case_globals)]
+        #vis const #name: #marker = #marker { _private: () };
+
+        impl ::core::ops::Deref for #marker {
+            type Target = #fn_ptr_ty;
+            fn deref(&self) -> &Self::Target {
+                const F: #fn_ptr_ty = #fn_ptr_value;
+                &F
+            }
+        }
+    }
 }
 
 /// Whether the declared return type is spelled `...::Result<..>`; such
